@@ -1,0 +1,5 @@
+import sys
+
+from iqa.cli import main
+
+sys.exit(main())

@@ -1,0 +1,231 @@
+"""Scoring images: `load()` gives an `Assessor`; `Assessor.assess(image)` gives an `Assessment`.
+
+One call runs the whole pipeline on K crops: diffusion restoration (on the whole image or on the
+crops, per config), backbones on (x, y0, y1, y2), both branches, and stitches the per-patch maps of
+every crop back onto the image's token grid.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from iqa.checkpoint import load_checkpoint
+from iqa.config import PRESETS, ModelConfig, preset
+from iqa.images import ImageError, load_image
+from iqa.model import DiffV2IQA
+from iqa.results import Assessment, NoisyState, PatchMaps
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+DEFAULT_CROPS = 3
+
+Progress = Callable[[float, str], None]  # (fraction done, description)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(device)
+
+
+def crop_boxes(w: int, h: int, crop: int, k: int, align: int) -> list[tuple[int, int, int, int]]:
+    """Up to K crop windows (x0, y0, x1, y1) spread evenly over a (w, h) image, origins on the `align`
+    grid (so per-patch maps of overlapping crops line up). Small images give fewer, distinct windows."""
+    if k < 1:
+        raise ValueError("the number of crops must be at least 1")
+    cols = max(1, min(k, math.ceil(math.sqrt(k * w / h))))
+    rows = math.ceil(k / cols)
+
+    def starts(n: int, size: int) -> list[int]:
+        hi = (size - crop) // align * align  # last aligned origin that fits
+        if n == 1:
+            return [hi // 2 // align * align]
+        return sorted({int(v) // align * align for v in np.linspace(0, hi, n)})  # small images: fewer
+
+    xs, ys = starts(cols, w), starts(rows, h)
+    grid = [(x, y) for y in ys for x in xs]
+    if len(grid) > k:  # take k of the rows x cols positions, spread over the grid
+        grid = [grid[i] for i in np.linspace(0, len(grid) - 1, k).round().astype(int)]
+    return [(x, y, x + crop, y + crop) for x, y in grid]
+
+
+def to_tensor(a: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+def to_uint8(t: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
+    return ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+class Assessor:
+    """A loaded model plus the inference pipeline around it."""
+
+    def __init__(self, model: DiffV2IQA, card: dict | None = None, device: str = "auto"):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg: ModelConfig = model.cfg
+        self.card = card or {}
+
+    @property
+    def cell(self) -> int:
+        """Pixel side of one token-grid cell on a crop."""
+        return self.cfg.crop // self.cfg.vcg.grid
+
+    def score(self, image) -> float:
+        return self.assess(image).score
+
+    @torch.no_grad()
+    def assess(self, image, *, crops: int | None = None, steps: int | None = None, seed: int = 0,
+               progress: Progress | None = None, name: str | None = None) -> Assessment:
+        """Assess one image (path, bytes, PIL image or (H, W, 3) array). Raises `ImageError` on bad input."""
+        t_all = time.perf_counter()
+        timings: dict[str, float] = {}
+        report = progress or (lambda f, d: None)
+        t = time.perf_counter()
+        loaded = load_image(image, name=name)
+        img, notices = loaded.array, list(loaded.notices)
+        img = self._fit_crop(img, notices)
+        h, w = img.shape[:2]
+        boxes = crop_boxes(w, h, self.cfg.crop, crops or DEFAULT_CROPS, self.cell)
+        x = to_tensor(img).to(self.device)
+        timings["load"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        states_full, kept = self._restore(x, boxes, steps, seed, report)
+        timings["diffusion"] = time.perf_counter() - t
+        crop_states = torch.stack([torch.stack([s[0, :, y0:y1, x0:x1] for s in states_full])
+                                   for x0, y0, x1, y1 in boxes])  # (K, 4, 3, c, c)
+
+        report(0.9, "quality branches")
+        t = time.perf_counter()
+        feats = self.model.features(crop_states)
+        timings["backbones"] = time.perf_counter() - t
+        s1 = s2 = None
+        vcg_maps = vda_maps = None
+        score = torch.zeros(len(boxes), device=self.device)
+        if self.model.vcg is not None:
+            t = time.perf_counter()
+            s1, f1, w1 = self.model.vcg(feats.vcg)
+            timings["vcg"] = time.perf_counter() - t
+            score = score + s1
+            vcg_maps = self._stitch(f1, w1, boxes, w, h)
+        if self.model.vda is not None:
+            t = time.perf_counter()
+            s2, f2, w2 = self.model.vda(feats.vda)
+            timings["vda"] = time.perf_counter() - t
+            score = score + self.cfg.vda_weight * s2
+            vda_maps = self._stitch(f2, w2, boxes, w, h)
+        timings["total"] = time.perf_counter() - t_all
+        report(1.0, "done")
+        names = ("y1", "y2")
+        return Assessment(
+            score=float(score.mean()), s1=None if s1 is None else float(s1.mean()),
+            s2=None if s2 is None else float(s2.mean()), vcg=vcg_maps, vda=vda_maps, image=img,
+            restored=to_uint8(states_full[1][0]),
+            states=[NoisyState(n, to_uint8(states_full[2 + i][0]), kept[0][i], kept[1][i])
+                    for i, n in enumerate(names)],
+            crops=boxes, crop_scores=[float(v) for v in score], timings=timings, notices=notices,
+            source=loaded.name)
+
+    def assess_batch(self, images: Iterable, **kwargs) -> list[Assessment | ImageError]:
+        """Assess many images; a bad one yields its `ImageError` in place and the rest continue."""
+        out: list[Assessment | ImageError] = []
+        for image in images:
+            try:
+                out.append(self.assess(image, **kwargs))
+            except ImageError as e:
+                out.append(e)
+        return out
+
+    def _fit_crop(self, img: np.ndarray, notices: list[str]) -> np.ndarray:
+        """Upscale images whose short side is below the crop size (the backbones need full crops)."""
+        h, w = img.shape[:2]
+        c = self.cfg.crop
+        if min(h, w) >= c:
+            return img
+        s = c / min(h, w)
+        nw, nh = max(c, round(w * s)), max(c, round(h * s))
+        t = F.interpolate(to_tensor(img), size=(nh, nw), mode="bicubic", align_corners=False)
+        notices.append(f"upscaled from {w}x{h} to {nw}x{nh} px (the model analyses {c}x{c} crops)")
+        return to_uint8(t[0])
+
+    def _restore(self, x: torch.Tensor, boxes, steps, seed, report):
+        """[x, y0, y1, y2] as (1, 3, H, W) tensors, and ((t1, t2), (alpha1, alpha2)) of y1, y2."""
+        diff = self.model.diffusion
+        if diff is None:  # ablation without diffusion: every state is the input
+            return [x] * 4, ((0, 0), (1.0, 1.0))
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        n = steps or self.cfg.diffusion.sample_steps
+        keep = self.cfg.diffusion.keep_steps if steps is None else scaled_keep_steps(self.cfg, n)
+
+        def prog(i: int, total: int) -> None:
+            report(0.85 * i / total, f"diffusion step {i}/{total}")
+
+        if self.cfg.diffusion.on == "image":
+            r = diff.restore(x, steps=n, keep_steps=keep, generator=gen, progress=prog)
+            return [x, r.y0, r.y1, r.y2], (r.steps, r.alpha_bars)
+        crops = torch.cat([x[:, :, y0:y1, x0:x1] for x0, y0, x1, y1 in boxes])
+        r = diff.restore(crops, steps=n, keep_steps=keep, generator=gen, progress=prog)
+        # Paste the restored crops onto the input (overlaps averaged; uncovered pixels stay the input).
+        full = []
+        for states in (r.y0, r.y1, r.y2):
+            acc, cnt = torch.zeros_like(x), torch.zeros_like(x[:, :1])
+            for (x0, y0, x1, y1), s in zip(boxes, states):
+                acc[0, :, y0:y1, x0:x1] += s
+                cnt[0, :, y0:y1, x0:x1] += 1
+            full.append(torch.where(cnt > 0, acc / cnt.clamp(min=1), x))
+        return [x, *full], (r.steps, r.alpha_bars)
+
+    def _stitch(self, f: torch.Tensor, wt: torch.Tensor, boxes, w: int, h: int) -> PatchMaps:
+        """Per-crop (K, g, g) maps -> whole-image maps on the cell grid (overlaps averaged)."""
+        cell, g = self.cell, self.cfg.vcg.grid
+        gh, gw = math.ceil(h / cell), math.ceil(w / cell)
+        acc_f, acc_w, cnt = np.zeros((gh, gw)), np.zeros((gh, gw)), np.zeros((gh, gw))
+        for (x0, y0, _, _), fk, wk in zip(boxes, f.cpu().numpy(), wt.cpu().numpy()):
+            r, c = y0 // cell, x0 // cell
+            acc_f[r:r + g, c:c + g] += fk
+            acc_w[r:r + g, c:c + g] += wk
+            cnt[r:r + g, c:c + g] += 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score, weight = acc_f / cnt, acc_w / cnt
+        ys, xs = np.meshgrid(np.arange(gh) * cell, np.arange(gw) * cell, indexing="ij")
+        boxes_px = np.stack([xs, ys, np.minimum(xs + cell, w), np.minimum(ys + cell, h)], -1)
+        return PatchMaps(score=score, weight=weight, boxes=boxes_px.astype(np.int32))
+
+
+def scaled_keep_steps(cfg: ModelConfig, steps: int) -> tuple[int, int]:
+    """Keep steps for another step count, at the same fraction of the schedule as the config's."""
+    n0 = cfg.diffusion.sample_steps
+    t1, t2 = (max(1, round(t * steps / n0)) for t in cfg.diffusion.keep_steps)
+    t2 = min(steps, max(t2, t1 + 1))
+    t1 = min(t1, t2 - 1)
+    if t1 < 1:
+        raise ValueError(f"{steps} sampling steps are too few to keep two intermediates; use at least 2")
+    return t1, t2
+
+
+def load(checkpoint_or_preset: str | Path | None = None, device: str = "auto") -> Assessor:
+    """An `Assessor` from a checkpoint folder/file, a preset name (untrained heads), or the default."""
+    src = checkpoint_or_preset
+    if src is None:
+        src = DEFAULT_CHECKPOINT
+        if not (src / "model.safetensors").is_file():
+            raise FileNotFoundError(f"the bundled default checkpoint is missing ({src}); name a checkpoint "
+                                    f"or a preset ({', '.join(PRESETS)})")
+    if isinstance(src, str) and src in PRESETS:
+        log.warning("preset %r: quality heads are untrained, scores are not meaningful", src)
+        return Assessor(DiffV2IQA(preset(src)).eval(), {"preset": src, "trained": False}, device)
+    model, card = load_checkpoint(src, device="cpu")
+    return Assessor(model, card, device)

@@ -1,0 +1,33 @@
+"""`python -m iqa COMMAND ...`: one sub-command per pipeline.
+
+Each command lives in its own module exposing `register(subparsers)`, which adds an argparse
+sub-parser whose `func(args) -> int` runs it. Add a module to `COMMAND_MODULES` to add a command.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = [
+    "iqa.benchmark",
+    "iqa.data.synth",
+    "iqa.data.splits",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m iqa", description="DiffV2IQA: no-reference image quality assessment")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,205 @@
+"""Typed configuration for DiffV2IQA.
+
+Every checkpoint stores its `ModelConfig` as JSON, so a checkpoint alone is enough to rebuild
+the model. Presets (`paper`, `lite`, `tiny`) are plain instances; see `preset()`.
+Numbers follow ../shared/design/DIFFV2IQA.md (the paper and the MANIQA / SR3 code it builds on).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class UNetConfig:
+    """SR3 conditional U-Net (design §1). Input = concat(condition, noisy sample) on channels."""
+
+    in_channels: int = 6
+    out_channels: int = 3
+    inner_channel: int = 64
+    channel_mults: tuple[int, ...] = (1, 2, 4, 8, 8)
+    attn_levels: tuple[int, ...] = (3,)  # level index (0 = full resolution); SR3's "res 16" of 128
+    res_blocks: int = 2
+    dropout: float = 0.2
+    norm: str = "batch"  # "batch" (paper) or "group" (SR3)
+    norm_groups: int = 32  # used by GroupNorm only
+    noise_embed_dim: int = 0  # 0 = inner_channel (SR3)
+
+    @property
+    def levels(self) -> int:
+        return len(self.channel_mults)
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W must be multiples of this (one stride-2 downsample between levels)."""
+        return 2 ** (self.levels - 1)
+
+
+@dataclass
+class DiffusionConfig:
+    """Noise schedule, training timesteps and the sampler (design §1, Algorithm 2)."""
+
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    schedule: str = "cosine"  # "cosine" (paper) or "linear" (SR3)
+    cosine_s: float = 8e-3
+    linear_start: float = 1e-6
+    linear_end: float = 1e-2
+    train_steps: int = 2000  # T used to draw training noise levels
+    sample_steps: int = 50  # steps of the sampling schedule
+    sampler: str = "ancestral"  # "ancestral" (paper) or "ddim" (deterministic, eta = 0)
+    keep_steps: tuple[int, int] = (5, 10)  # timesteps t whose states x_t are kept: y1 (less noisy), y2
+    loss: str = "l1"  # "l1" or "l2" on the predicted noise
+    on: str = "image"  # run diffusion on the whole "image" (paper) or on each 224 "crops" (CPU)
+
+
+@dataclass
+class BackboneConfig:
+    """A timm backbone. `indices` are the intermediate outputs taken (ViT blocks or CNN stages)."""
+
+    name: str = "vit_base_patch8_224"
+    indices: tuple[int, ...] = (6, 7, 8, 9)
+    pretrained: str = "auto"  # "auto" (registry package / local file / hub when online), "none", or a file path
+    frozen: bool = False
+
+
+@dataclass
+class VCGConfig:
+    """Visual compensation guidance branch: MANIQA tail on 4:2:1:1 selected features (design §2)."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    # Which intermediate (position in backbone.indices) each image state contributes: x, y0, y1, y2.
+    select_x: tuple[int, ...] = (0, 1, 2, 3)
+    select_y0: tuple[int, ...] = (0, 1)
+    select_y1: tuple[int, ...] = (2,)
+    select_y2: tuple[int, ...] = (3,)
+    noise_embed_dim: int = 192
+    grid: int = 28  # token grid side; 28 x 28 = 784 tokens of 8 x 8 px on a 224 crop
+    tab_blocks: int = 2
+    reduce_dims: tuple[int, int] = (2304, 768)  # 1x1 convs after the first TABs
+    swin_dims: tuple[int, int] = (768, 384)  # stage 1 dim (= reduce_dims[-1]) and stage 2 dim
+    swin_depths: tuple[int, ...] = (2, 2)
+    swin_heads: tuple[int, ...] = (4, 4)
+    window: int = 4
+    mlp_hidden: int = 768
+    drop_path: float = 0.1
+    swin_scale: float = 0.8
+    dropout: float = 0.1
+
+
+@dataclass
+class VDAConfig:
+    """Visual difference analysis branch: global features, RTAB, TAB, dual heads (design §3)."""
+
+    backbone: BackboneConfig = field(
+        default_factory=lambda: BackboneConfig(name="resnet50", indices=(4,))
+    )
+    share_vcg_backbone: bool = False  # reuse the VCG backbone (one pass per state) instead of a second one
+    feature: str = "logits"  # "logits" (released code: 1000-d) or "pooled" (pre-logits features)
+    grid: int = 28
+    token_dim: int = 64  # channels per token after the Linear to the 784-token layout
+    dropout: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    """The whole model: diffusion restoration network + two quality branches + fusion."""
+
+    name: str = "paper"
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    vcg: VCGConfig = field(default_factory=VCGConfig)
+    vda: VDAConfig = field(default_factory=VDAConfig)
+    use_diffusion: bool = True  # False: every state is the distorted image (MANIQA-like ablation)
+    use_vcg: bool = True
+    use_vda: bool = True
+    vda_weight: float = 1.0  # lambda in S = S1 + lambda * S2 (paper eq. 11: plain sum)
+    crop: int = 224
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # backbone input normalisation
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        return _from_dict(cls, d)
+
+    @classmethod
+    def from_json(cls, s: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(s))
+
+
+def _from_dict(cls, d: dict[str, Any]):
+    """Rebuild a (nested) dataclass from `asdict` output; lists become tuples; unknown keys fail."""
+    kwargs = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    for name, value in d.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            value = _from_dict(type(default), value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def paper() -> ModelConfig:
+    """The paper configuration (GPU): ViT-B/8 blocks 6-9, ResNet-50, SR3 64-ch U-Net, 50 steps."""
+    return ModelConfig(name="paper")
+
+
+def lite() -> ModelConfig:
+    """CPU-friendly: same classes, smaller sizes. One shared EfficientNet-Lite0 (ImageNet weights
+    available offline), a small U-Net run on the crops, deterministic DDIM with 10 steps."""
+    unet = UNetConfig(inner_channel=16, channel_mults=(1, 2, 4, 4), attn_levels=(), res_blocks=1,
+                      dropout=0.1, norm="batch")
+    return ModelConfig(
+        name="lite",
+        diffusion=DiffusionConfig(unet=unet, sample_steps=10, sampler="ddim", keep_steps=(1, 2),
+                                  train_steps=1000, on="crops"),
+        vcg=VCGConfig(
+            backbone=BackboneConfig(name="efficientnet_lite0", indices=(1, 2, 3, 4)),
+            noise_embed_dim=32, reduce_dims=(384, 192), swin_dims=(192, 96), swin_heads=(4, 4),
+            mlp_hidden=192,
+        ),
+        vda=VDAConfig(backbone=BackboneConfig(name="efficientnet_lite0", indices=(4,)),
+                      share_vcg_backbone=True, token_dim=32),
+        mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    )
+
+
+def tiny() -> ModelConfig:
+    """Test-size model: random-init tiny backbone, 2 sampling steps. For tests only."""
+    cfg = lite()
+    cfg.name = "tiny"
+    cfg.diffusion.unet = UNetConfig(inner_channel=8, channel_mults=(1, 2, 2, 2), attn_levels=(),
+                                    res_blocks=1, dropout=0.0, norm="group", norm_groups=4)
+    cfg.diffusion.sample_steps, cfg.diffusion.keep_steps, cfg.diffusion.train_steps = 3, (1, 2), 50
+    cfg.vcg.backbone = BackboneConfig(name="resnet10t", indices=(1, 2, 3, 4), pretrained="none")
+    cfg.vcg.noise_embed_dim, cfg.vcg.reduce_dims, cfg.vcg.swin_dims = 8, (32, 16), (16, 16)
+    cfg.vcg.swin_depths, cfg.vcg.swin_heads, cfg.vcg.mlp_hidden = (1, 1), (2, 2), 16
+    cfg.vda.backbone = dataclasses.replace(cfg.vcg.backbone, indices=(4,))
+    cfg.vda.token_dim = 8
+    return cfg
+
+
+PRESETS = {"paper": paper, "lite": lite, "tiny": tiny}
+
+
+def preset(name: str) -> ModelConfig:
+    """A fresh `ModelConfig` for a preset name."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None

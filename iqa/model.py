@@ -1,0 +1,110 @@
+"""DiffV2IQA: diffusion restoration network + VCG branch + VDA branch, fused as S = S1 + lambda*S2."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from iqa.backbones import Backbone
+from iqa.config import ModelConfig
+from iqa.diffusion import Diffusion
+from iqa.vcg import VCG
+from iqa.vda import VDA
+
+N_STATES = 4  # x, y0, y1, y2
+
+
+@dataclass
+class Features:
+    """Backbone outputs for B crops; with frozen backbones these can be cached.
+
+    vcg: (B, C_sel, g, g) selected intermediate maps of all states; vda: (B, 4, D) global vectors.
+    """
+
+    vcg: torch.Tensor | None
+    vda: torch.Tensor | None
+
+
+@dataclass
+class Quality:
+    """Model outputs for B crops: scores (B,) and per-patch maps (B, g, g) of each branch."""
+
+    score: torch.Tensor
+    s1: torch.Tensor | None = None
+    f1: torch.Tensor | None = None
+    w1: torch.Tensor | None = None
+    s2: torch.Tensor | None = None
+    f2: torch.Tensor | None = None
+    w2: torch.Tensor | None = None
+
+
+class DiffV2IQA(nn.Module):
+    """states: (B, 4, 3, h, w) crops of x, y0, y1, y2 in [-1, 1] -> `Quality`.
+
+    `restore` runs the diffusion network on the distorted image to make y0, y1, y2.
+    `load_pretrained=False` skips backbone weight loading (weights then come from a checkpoint).
+    """
+
+    def __init__(self, cfg: ModelConfig, load_pretrained: bool = True):
+        super().__init__()
+        if not (cfg.use_vcg or cfg.use_vda):
+            raise ValueError("at least one branch (use_vcg, use_vda) must be enabled")
+        self.cfg = cfg
+        self.diffusion = Diffusion(cfg.diffusion) if cfg.use_diffusion else None
+        share = cfg.vda.share_vcg_backbone or not cfg.use_vda
+        self.backbone = Backbone(cfg.vcg.backbone, load_pretrained) if (cfg.use_vcg or share) else None
+        self.vda_backbone = None
+        if cfg.use_vda and not cfg.vda.share_vcg_backbone:
+            self.vda_backbone = Backbone(cfg.vda.backbone, load_pretrained)
+        self.vcg = VCG(cfg.vcg, self.backbone.channels) if cfg.use_vcg else None
+        vda_src = self.vda_backbone or self.backbone
+        self.vda = VDA(cfg.vda, vda_src.head_dim(cfg.vda.feature)) if cfg.use_vda else None
+        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
+
+    def weights_sources(self) -> dict[str, str]:
+        out = {}
+        if self.backbone is not None:
+            out[self.cfg.vcg.backbone.name] = self.backbone.weights_source
+        if self.vda_backbone is not None:
+            out[self.cfg.vda.backbone.name] = self.vda_backbone.weights_source
+        return out
+
+    def features(self, states: torch.Tensor) -> Features:
+        b = states.shape[0]
+        x = ((states.flatten(0, 1) + 1) / 2 - self.mean) / self.std  # (4B, 3, h, w)
+        head = self.cfg.vda.feature if (self.vda is not None and self.vda_backbone is None) else None
+        vcg = vda = None
+        if self.backbone is not None:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.vcg.backbone.frozen):
+                maps, g = self.backbone(x, maps=self.vcg is not None, head=head)
+            if self.vcg is not None:
+                per_state = [[m.view(b, N_STATES, *m.shape[1:])[:, s] for m in maps] for s in range(N_STATES)]
+                vcg = self.vcg.select(per_state)
+            if g is not None:
+                vda = g.view(b, N_STATES, -1)
+        if self.vda_backbone is not None:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.vda.backbone.frozen):
+                _, g = self.vda_backbone(x, maps=False, head=self.cfg.vda.feature)
+            vda = g.view(b, N_STATES, -1)
+        return Features(vcg=vcg, vda=vda)
+
+    def heads(self, feats: Features) -> Quality:
+        out = Quality(score=torch.zeros(()))
+        score = 0
+        if self.vcg is not None:
+            out.s1, out.f1, out.w1 = self.vcg(feats.vcg)
+            score = score + out.s1
+        if self.vda is not None:
+            out.s2, out.f2, out.w2 = self.vda(feats.vda)
+            score = score + self.cfg.vda_weight * out.s2
+        out.score = score
+        return out
+
+    def forward(self, states: torch.Tensor) -> Quality:
+        return self.heads(self.features(states))
+
+
+def count_parameters(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())

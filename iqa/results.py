@@ -1,0 +1,83 @@
+"""Result dataclasses returned by the assessor (what the CLI prints and the UI draws)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class NoisyState:
+    """One kept diffusion state: image (H, W, 3) uint8, its timestep and noise level."""
+
+    name: str  # "y1" (less noisy) or "y2" (more noisy)
+    image: np.ndarray
+    step: int  # timestep t of the sampling schedule
+    alpha_bar: float  # signal level; noise std = sqrt(1 - alpha_bar)
+
+    @property
+    def noise_std(self) -> float:
+        return float(np.sqrt(max(0.0, 1.0 - self.alpha_bar)))
+
+
+@dataclass
+class PatchMaps:
+    """Per-patch maps of one branch on the whole image's token grid.
+
+    `score`, `weight`: (gh, gw) float arrays; cells no crop covered are NaN.
+    `boxes`: (gh, gw, 4) int array, the pixel box (x0, y0, x1, y1) of each cell in the image.
+    """
+
+    score: np.ndarray
+    weight: np.ndarray
+    boxes: np.ndarray
+
+    @property
+    def product(self) -> np.ndarray:
+        return self.score * self.weight
+
+    def cell_at(self, x: float, y: float) -> tuple[int, int]:
+        """(row, col) of the cell holding pixel (x, y)."""
+        b = self.boxes
+        col = int(np.clip(np.searchsorted(b[0, :, 2], x, side="right"), 0, b.shape[1] - 1))
+        row = int(np.clip(np.searchsorted(b[:, 0, 3], y, side="right"), 0, b.shape[0] - 1))
+        return row, col
+
+
+@dataclass
+class Assessment:
+    """Everything one `Assessor.assess` call produced for one image.
+
+    score = s1 + vda_weight * s2. Scores are on the scale of the training labels: [0, 1], higher =
+    better. `restored` and states are whole-image arrays (H, W, 3) uint8 at the analysed size.
+    """
+
+    score: float
+    s1: float | None  # VCG branch score (None when the branch is disabled)
+    s2: float | None  # VDA branch score
+    vcg: PatchMaps | None
+    vda: PatchMaps | None
+    image: np.ndarray  # the analysed image (after orientation / downscaling)
+    restored: np.ndarray
+    states: list[NoisyState]
+    crops: list[tuple[int, int, int, int]]  # (x0, y0, x1, y1) of each crop on `image`
+    crop_scores: list[float]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    notices: list[str] = field(default_factory=list)  # conversions made on the input
+    source: str = ""  # file name or description
+
+    def summary(self) -> dict:
+        """Numbers only (JSON-ready)."""
+        return {
+            "source": self.source,
+            "score": self.score,
+            "s1": self.s1,
+            "s2": self.s2,
+            "crops": [list(c) for c in self.crops],
+            "crop_scores": self.crop_scores,
+            "states": [{"name": s.name, "step": s.step, "alpha_bar": s.alpha_bar,
+                        "noise_std": s.noise_std} for s in self.states],
+            "timings": self.timings,
+            "notices": self.notices,
+            "size": [int(self.image.shape[1]), int(self.image.shape[0])],
+        }

@@ -1,0 +1,79 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from iqa.assess import Assessor, crop_boxes, scaled_keep_steps
+from iqa.config import preset
+from iqa.images import ImageError
+from iqa.model import DiffV2IQA
+from tests.helpers import photo, tiny_model
+
+
+def test_crop_boxes_fit_and_align():
+    boxes = crop_boxes(500, 333, 224, 5, 8)
+    assert len(boxes) == 5 and len(set(boxes)) == 5
+    for x0, y0, x1, y1 in boxes:
+        assert x0 % 8 == 0 and y0 % 8 == 0 and 0 <= x0 and x1 <= 500 and y1 <= 333 and x1 - x0 == 224
+    assert crop_boxes(224, 224, 224, 4, 8) == [(0, 0, 224, 224)]
+
+
+@pytest.mark.parametrize("size", [(224, 224), (500, 333)])
+def test_tiny_result_shapes(size):
+    w, h = size
+    r = Assessor(tiny_model(), device="cpu").assess(photo(w, h), crops=3)
+    assert r.image.shape == r.restored.shape == (h, w, 3)
+    assert [s.name for s in r.states] == ["y1", "y2"] and r.states[0].alpha_bar > r.states[1].alpha_bar
+    gh, gw = -(-h // 8), -(-w // 8)
+    for maps in (r.vcg, r.vda):
+        assert maps.score.shape == maps.weight.shape == (gh, gw) and maps.boxes.shape == (gh, gw, 4)
+        for x0, y0, _, _ in r.crops:  # every cell under a crop has a value
+            assert np.isfinite(maps.score[y0 // 8:y0 // 8 + 28, x0 // 8:x0 // 8 + 28]).all()
+    assert np.isclose(r.score, r.s1 + r.s2, atol=1e-5) and len(r.crop_scores) == len(r.crops)
+    assert {"diffusion", "backbones", "vcg", "vda", "total"} <= set(r.timings)
+
+
+@pytest.mark.parametrize("size", [(224, 224), (500, 333)])
+def test_paper_preset_shapes(size):
+    cfg = preset("paper")
+    cfg.vcg.backbone.pretrained = cfg.vda.backbone.pretrained = "none"
+    cfg.diffusion.sample_steps, cfg.diffusion.keep_steps = 2, (1, 2)  # shapes only; 50 steps take minutes on CPU
+    torch.manual_seed(0)
+    w, h = size
+    r = Assessor(DiffV2IQA(cfg), device="cpu").assess(photo(w, h), crops=1)
+    assert r.restored.shape == (h, w, 3) and r.vcg.score.shape == (-(-h // 8), -(-w // 8))
+    assert r.s1 is not None and r.s2 is not None
+
+
+def test_seeded_determinism():
+    a = Assessor(tiny_model(), device="cpu")
+    img = photo(240, 240)
+    r1, r2, r3 = a.assess(img, seed=1), a.assess(img, seed=1), a.assess(img, seed=2)
+    assert np.array_equal(r1.states[1].image, r2.states[1].image) and r1.score == r2.score
+    assert not np.array_equal(r1.states[1].image, r3.states[1].image)
+
+
+def test_small_image_is_upscaled_with_notice():
+    r = Assessor(tiny_model(), device="cpu").assess(photo(100, 80), crops=1)
+    assert min(r.image.shape[:2]) == 224 and "upscaled" in r.notices[0]
+
+
+def test_batch_reports_bad_file_and_continues(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    out = Assessor(tiny_model(), device="cpu").assess_batch([photo(230, 230), bad, photo(240, 230)], crops=1)
+    assert isinstance(out[1], ImageError) and "bad.jpg" in str(out[1])
+    assert all(hasattr(o, "score") for o in (out[0], out[2]))
+
+
+def test_no_diffusion_ablation_uses_input_for_all_states():
+    r = Assessor(tiny_model(use_diffusion=False), device="cpu").assess(photo(230, 230), crops=1)
+    assert np.array_equal(r.restored, r.image)
+
+
+def test_steps_override_scales_kept_steps():
+    cfg = preset("paper")
+    assert scaled_keep_steps(cfg, 50) == (5, 10) and scaled_keep_steps(cfg, 10) == (1, 2)
+    with pytest.raises(ValueError):
+        scaled_keep_steps(dataclasses.replace(cfg), 1)

