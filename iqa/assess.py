@@ -94,16 +94,14 @@ class Assessor:
         timings: dict[str, float] = {}
         report = progress or (lambda f, d: None)
         t = time.perf_counter()
-        loaded = load_image(image, name=name)
-        img, notices = loaded.array, list(loaded.notices)
-        img = self._fit_crop(img, notices)
+        img, notices, source = self.prepare(image, name)
         h, w = img.shape[:2]
         boxes = crop_boxes(w, h, self.cfg.crop, crops or DEFAULT_CROPS, self.cell)
         x = to_tensor(img).to(self.device)
         timings["load"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        states_full, kept = self._restore(x, boxes, steps, seed, report)
+        states_full, kept = self.restore(x, boxes, steps, seed, report)
         timings["diffusion"] = time.perf_counter() - t
         crop_states = torch.stack([torch.stack([s[0, :, y0:y1, x0:x1] for s in states_full])
                                    for x0, y0, x1, y1 in boxes])  # (K, 4, 3, c, c)
@@ -137,7 +135,7 @@ class Assessor:
             states=[NoisyState(n, to_uint8(states_full[2 + i][0]), kept[0][i], kept[1][i])
                     for i, n in enumerate(names)],
             crops=boxes, crop_scores=[float(v) for v in score], timings=timings, notices=notices,
-            source=loaded.name)
+            source=source)
 
     def assess_batch(self, images: Iterable, **kwargs) -> list[Assessment | ImageError]:
         """Assess many images; a bad one yields its `ImageError` in place and the rest continue."""
@@ -149,8 +147,14 @@ class Assessor:
                 out.append(e)
         return out
 
+    def prepare(self, image, name: str | None = None) -> tuple[np.ndarray, list[str], str]:
+        """(analysed image (H, W, 3) uint8, notices, source name): loaded, oriented, size-bounded,
+        and upscaled when its short side is below the crop size (the backbones need full crops)."""
+        loaded = load_image(image, name=name)
+        notices = list(loaded.notices)
+        return self._fit_crop(loaded.array, notices), notices, loaded.name
+
     def _fit_crop(self, img: np.ndarray, notices: list[str]) -> np.ndarray:
-        """Upscale images whose short side is below the crop size (the backbones need full crops)."""
         h, w = img.shape[:2]
         c = self.cfg.crop
         if min(h, w) >= c:
@@ -161,8 +165,14 @@ class Assessor:
         notices.append(f"upscaled from {w}x{h} to {nw}x{nh} px (the model analyses {c}x{c} crops)")
         return to_uint8(t[0])
 
-    def _restore(self, x: torch.Tensor, boxes, steps, seed, report):
-        """[x, y0, y1, y2] as (1, 3, H, W) tensors, and ((t1, t2), (alpha1, alpha2)) of y1, y2."""
+    @torch.no_grad()
+    def restore(self, x: torch.Tensor, boxes, steps: int | None = None, seed: int = 0,
+                report: Progress | None = None):
+        """x (1, 3, H, W) in [-1, 1] -> ([x, y0, y1, y2] as (1, 3, H, W) tensors, ((t1, t2), (alpha1, alpha2))).
+
+        With `diffusion.on == "crops"` only the pixels inside `boxes` are restored (the rest is x).
+        """
+        report = report or (lambda f, d: None)
         diff = self.model.diffusion
         if diff is None:  # ablation without diffusion: every state is the input
             return [x] * 4, ((0, 0), (1.0, 1.0))

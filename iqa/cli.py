@@ -10,9 +10,12 @@ import importlib
 import sys
 
 COMMAND_MODULES = [
+    "iqa.score",
+    "iqa.evaluate",
     "iqa.benchmark",
     "iqa.data.synth",
     "iqa.data.splits",
+    "iqa.train_diffusion",
 ]
 
 

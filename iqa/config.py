@@ -161,8 +161,9 @@ def paper() -> ModelConfig:
 
 def lite() -> ModelConfig:
     """CPU-friendly: same classes, smaller sizes. One shared EfficientNet-Lite0 (ImageNet weights
-    available offline), a small U-Net run on the crops, deterministic DDIM with 10 steps."""
-    unet = UNetConfig(inner_channel=16, channel_mults=(1, 2, 4, 4), attn_levels=(), res_blocks=1,
+    available offline), a small U-Net run on the crops, deterministic DDIM with 10 steps, and a
+    14 x 14 token grid (16 px cells) instead of 28 x 28."""
+    unet = UNetConfig(inner_channel=16, channel_mults=(1, 2, 2, 4), attn_levels=(), res_blocks=1,
                       dropout=0.1, norm="batch")
     return ModelConfig(
         name="lite",
@@ -171,10 +172,10 @@ def lite() -> ModelConfig:
         vcg=VCGConfig(
             backbone=BackboneConfig(name="efficientnet_lite0", indices=(1, 2, 3, 4)),
             noise_embed_dim=32, reduce_dims=(384, 192), swin_dims=(192, 96), swin_heads=(4, 4),
-            mlp_hidden=192,
+            mlp_hidden=192, grid=14, window=7,
         ),
         vda=VDAConfig(backbone=BackboneConfig(name="efficientnet_lite0", indices=(4,)),
-                      share_vcg_backbone=True, token_dim=32),
+                      share_vcg_backbone=True, token_dim=32, grid=14),
         mean=IMAGENET_MEAN, std=IMAGENET_STD,
     )
 

@@ -22,14 +22,16 @@ def test_crop_boxes_fit_and_align():
 @pytest.mark.parametrize("size", [(224, 224), (500, 333)])
 def test_tiny_result_shapes(size):
     w, h = size
-    r = Assessor(tiny_model(), device="cpu").assess(photo(w, h), crops=3)
+    a = Assessor(tiny_model(), device="cpu")
+    r = a.assess(photo(w, h), crops=3)
+    cell, g = a.cell, a.cfg.vcg.grid
     assert r.image.shape == r.restored.shape == (h, w, 3)
     assert [s.name for s in r.states] == ["y1", "y2"] and r.states[0].alpha_bar > r.states[1].alpha_bar
-    gh, gw = -(-h // 8), -(-w // 8)
+    gh, gw = -(-h // cell), -(-w // cell)
     for maps in (r.vcg, r.vda):
         assert maps.score.shape == maps.weight.shape == (gh, gw) and maps.boxes.shape == (gh, gw, 4)
         for x0, y0, _, _ in r.crops:  # every cell under a crop has a value
-            assert np.isfinite(maps.score[y0 // 8:y0 // 8 + 28, x0 // 8:x0 // 8 + 28]).all()
+            assert np.isfinite(maps.score[y0 // cell:y0 // cell + g, x0 // cell:x0 // cell + g]).all()
     assert np.isclose(r.score, r.s1 + r.s2, atol=1e-5) and len(r.crop_scores) == len(r.crops)
     assert {"diffusion", "backbones", "vcg", "vda", "total"} <= set(r.timings)
 

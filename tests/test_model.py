@@ -12,7 +12,8 @@ def test_gradients_reach_both_branches_and_noise_embeddings():
     model = tiny_model().train()
     states = torch.rand(2, 4, 3, 224, 224) * 2 - 1
     q = model(states)
-    assert q.score.shape == (2,) and q.f1.shape == q.w1.shape == q.f2.shape == (2, 28, 28)
+    g = model.cfg.vcg.grid
+    assert q.score.shape == (2,) and q.f1.shape == q.w1.shape == q.f2.shape == (2, g, g)
     (q.score - torch.tensor([0.3, 0.8])).pow(2).mean().backward()
     emb = model.vcg.noise_embed.grad
     assert emb is not None and emb.abs().sum() > 0

@@ -1,0 +1,256 @@
+"""Inspect tab: one image -> score, band, branch chart, restored image, noisy states and per-patch maps.
+
+`assess_image` does the work and returns an `InspectView`; `outputs` turns that into the values of the
+tab's components (also the `assess` API endpoint's outputs).
+"""
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+
+from iqa.checkpoint import CheckpointError
+from iqa.images import ImageError
+from iqa.results import Assessment
+from ui import render, report
+from ui.image_input import ImageInput
+from ui.settings import RunSettings, SettingsControls
+from ui.state import AppState, ModelInfo
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_HEIGHT = 360  # px of the image views
+STATE_TTL_S = 3600
+MODEL_QUEUE = "model"  # assess and batch calls share one concurrency group
+MODEL_CONCURRENCY = 2  # model calls running at once (the model is shared; inference is thread-safe)  # a session's last assessment is dropped after this long
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Inspected:
+    """Session state: the last assessment and what the map view needs to redraw it."""
+
+    assessment: Assessment
+    model_label: str
+    untrained: bool
+    vda_weight: float
+    settings: dict[str, Any]
+    model: dict[str, Any]
+    selected: tuple[int, int] | None = None  # (row, col) of the clicked patch
+
+
+@dataclass
+class MapView:
+    overlay: np.ndarray
+    colour_bar: np.ndarray
+
+
+@dataclass
+class InspectView:
+    """Everything the tab shows for one image."""
+
+    state: Inspected
+    verdict: str
+    numbers: dict[str, Any]
+    chart: go.Figure
+    pair: tuple[np.ndarray, np.ndarray]  # (input, restored)
+    gallery: list[tuple[np.ndarray, str]]
+    maps: MapView
+
+
+def example_images() -> list[str]:
+    return sorted(str(p) for p in ASSETS.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)
+
+
+def friendly(e: Exception) -> gr.Error:
+    """A user-facing error for the failures users can cause."""
+    if isinstance(e, ImageError):
+        return gr.Error(html.escape(str(e)), title="Cannot use this image")
+    if isinstance(e, (CheckpointError, FileNotFoundError, KeyError)):
+        return gr.Error(html.escape(str(e.args[0] if isinstance(e, KeyError) else e)), title="Model problem")
+    return gr.Error(html.escape(str(e)), title="Cannot run")
+
+
+def _model_dict(info: ModelInfo) -> dict[str, Any]:
+    return {"key": info.choice.key, "label": info.choice.label, "preset": info.config.name,
+            "trained": not info.untrained}
+
+
+def default_branch(a: Assessment) -> str:
+    return next((b for b in render.BRANCHES if render.branch_maps(a, b) is not None), "VCG")
+
+
+def draw_map(state: Inspected, branch: str, kind: str, opacity: float) -> MapView:
+    """Overlay + colour bar of one branch's map kind; the selected patch is outlined."""
+    a = state.assessment
+    maps = render.branch_maps(a, branch)
+    if maps is None:
+        blank = render.colour_bar(render.COLOURMAPS[kind], render.SCORE_RANGE, f"{branch} branch disabled")
+        return MapView(a.image, blank)
+    values = render.map_values(maps, kind)
+    vrange = render.value_range(values)
+    box = None if state.selected is None else maps.boxes[state.selected]
+    over = render.overlay(a.image, render.to_pixels(maps, values), render.COLOURMAPS[kind], opacity, vrange, box)
+    bar = render.colour_bar(render.COLOURMAPS[kind], vrange, f"{branch} patch {kind}")
+    return MapView(over, bar)
+
+
+def patch_text(state: Inspected, x: float, y: float) -> tuple[str, tuple[int, int] | None]:
+    """Markdown with both branches' score / weight / product at pixel (x, y), and the (row, col) picked."""
+    a = state.assessment
+    rows, picked, box, covered = [], None, None, True
+    for branch in render.BRANCHES:
+        maps = render.branch_maps(a, branch)
+        if maps is None:
+            continue
+        row, col = maps.cell_at(x, y)
+        picked, box = picked or (row, col), box or tuple(int(v) for v in maps.boxes[row, col])
+        s, w = float(maps.score[row, col]), float(maps.weight[row, col])
+        covered = covered and bool(np.isfinite(s))
+        rows.append(f"| {branch} | {s:.4f} | {w:.4f} | {s * w:.4f} |" if np.isfinite(s) else f"| {branch} | – | – | – |")
+    if picked is None:
+        return "No per-patch maps in this model.", None
+    x0, y0, x1, y1 = box
+    head = f"**Patch** row {picked[0]}, column {picked[1]} (pixels x {x0}–{x1}, y {y0}–{y1})"
+    if not covered:
+        head += "  \nNot covered by any crop: raise the number of crops to analyse it."
+    return head + "\n\n| branch | score | weight | score × weight |\n|---|---|---|---|\n" + "\n".join(rows), picked
+
+
+def assess_image(app: AppState, image: str | None, settings: RunSettings,
+                 progress: Progress | None = None) -> InspectView:
+    """Run the model on one image file. Raises `gr.Error` with a clear message for user mistakes."""
+    report_progress = progress or (lambda f, d: None)
+    if image is None:
+        raise gr.Error("Add an image first: upload, paste or take one with the webcam, or click an example.")
+    try:
+        info = app.info(settings.checkpoint)
+        report_progress(0.0, "loading model")
+        assessor = app.assessor(settings.checkpoint, settings.device)
+        a = assessor.assess(image, crops=settings.crops, steps=settings.steps, seed=settings.seed,
+                            progress=report_progress, name=Path(image).name)
+    except (ImageError, CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
+        raise friendly(e) from None
+    state = Inspected(a, info.choice.label, info.untrained, assessor.cfg.vda_weight, settings.to_dict(),
+                      _model_dict(info))
+    band = render.quality_band(a.score)
+    numbers = {**a.summary(), "band": band, "scale": render.SCORE_SCALE_TEXT, "model": state.model,
+               "settings": state.settings}
+    return InspectView(
+        state=state,
+        verdict=render.verdict_html(a.score, band, info.choice.label, info.untrained, a.notices),
+        numbers=numbers,
+        chart=render.branch_chart(a.score, a.s1, a.s2, state.vda_weight),
+        pair=(a.image, a.restored),
+        gallery=render.states_gallery(a),
+        maps=draw_map(state, default_branch(a), render.MAP_KINDS[0], render.DEFAULT_OPACITY),
+    )
+
+
+def outputs(view: InspectView) -> tuple:
+    """Component values in the order of `InspectTab.outputs`."""
+    a = view.state.assessment
+    return (view.verdict, view.numbers, view.chart, view.pair, view.gallery, view.maps.overlay,
+            view.maps.colour_bar, "Click the map to read one patch's score and weight.",
+            gr.update(value=default_branch(a)), gr.update(value=render.MAP_KINDS[0]), view.state)
+
+
+def make_report(state: Inspected | None) -> list[str] | None:
+    if state is None:
+        return None
+    files = report.write_report(state.assessment, state.model, state.settings, state.vda_weight)
+    return [str(p) for p in files]
+
+
+def redraw(state: Inspected | None, branch: str, kind: str, opacity: float):
+    if state is None:
+        return gr.update(), gr.update()
+    view = draw_map(state, branch, kind, opacity)
+    return view.overlay, view.colour_bar
+
+
+def select_patch(state: Inspected | None, branch: str, kind: str, opacity: float, evt: gr.SelectData):
+    """Image click -> (overlay with the patch outlined, patch text, new state)."""
+    if state is None or evt is None or evt.index is None:
+        return gr.update(), "Assess an image first.", state
+    x, y = (float(v) for v in evt.index[:2])
+    text, picked = patch_text(state, x, y)
+    state = replace(state, selected=picked)
+    return draw_map(state, branch, kind, opacity).overlay, text, state
+
+
+@dataclass
+class InspectTab:
+    image: ImageInput
+    button: gr.Button
+    outputs: list
+    state: gr.State
+    report_files: gr.File
+
+
+def build(app: AppState, controls: SettingsControls, gpu: Callable) -> InspectTab:
+    @gpu
+    def assess(image, checkpoint, steps, crops, seed, device, progress=gr.Progress()):
+        """Assess one image: score (0-1, higher = better), band, branch scores S1/S2, restored image, maps."""
+        settings = RunSettings.parse(checkpoint, steps, crops, seed, device)
+        view = assess_image(app, image, settings, lambda f, d: progress(f, desc=d))
+        return outputs(view)
+
+    with gr.Row():
+        with gr.Column(scale=2):
+            image = ImageInput(label="Image", sources=["upload", "clipboard", "webcam"], height=IMAGE_HEIGHT,
+                               elem_id="iqa-input")
+            button = gr.Button("Assess", variant="primary", elem_id="iqa-assess")
+            examples = example_images()
+            if examples:
+                gr.Examples([[p] for p in examples], inputs=[image], label="Examples (clean, blurred, noisy, JPEG)")
+        with gr.Column(scale=3):
+            verdict = gr.HTML('<div class="iqa-verdict iqa-empty">Add an image and press <b>Assess</b>.</div>',
+                              elem_id="iqa-verdict")
+            chart = gr.Plot(label="Branch scores")
+            with gr.Accordion("All numbers (JSON)", open=False):
+                numbers = gr.JSON(label="Numbers")
+    with gr.Row():
+        pair = gr.ImageSlider(label="Input ↔ restored (drag the handle)", type="numpy", interactive=False,
+                              max_height=IMAGE_HEIGHT)
+        gallery = gr.Gallery(label="Diffusion states (restored and kept noisy intermediates)", columns=3,
+                             height=IMAGE_HEIGHT, object_fit="contain", interactive=False)
+    gr.Markdown("### Per-patch maps\nWhere each branch looks (weight), what it scores (score), and their "
+                "product (each patch's share of the final score). Click the map to read a patch.")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=220):
+            branch = gr.Radio(list(render.BRANCHES), value="VCG", label="Branch")
+            kind = gr.Radio(list(render.MAP_KINDS), value=render.MAP_KINDS[0], label="Map")
+            opacity = gr.Slider(0, 1, value=render.DEFAULT_OPACITY, step=0.05, label="Overlay opacity")
+            patch = gr.Markdown("Click the map to read one patch's score and weight.", elem_id="iqa-patch")
+        with gr.Column(scale=4):
+            overlay = gr.Image(label="Patch map overlay", type="numpy", interactive=False, height=IMAGE_HEIGHT,
+                               elem_id="iqa-overlay")
+        with gr.Column(scale=1, min_width=120):
+            bar = gr.Image(label="Colour bar", type="numpy", interactive=False, height=IMAGE_HEIGHT,
+                           show_label=False, buttons=[])
+    report_files = gr.File(label="Report: JSON with all numbers + PNG panel of all views", file_count="multiple",
+                           interactive=False)
+    state = gr.State(None, time_to_live=STATE_TTL_S)
+
+    outs = [verdict, numbers, chart, pair, gallery, overlay, bar, patch, branch, kind, state]
+    button.click(assess, [image, *controls.inputs], outs, api_name="assess", concurrency_id=MODEL_QUEUE,
+                 concurrency_limit=MODEL_CONCURRENCY).success(make_report, state, report_files, api_visibility="private")
+    for control in (branch, kind):
+        control.change(redraw, [state, branch, kind, opacity], [overlay, bar], api_visibility="private",
+                       show_progress="hidden")
+    opacity.release(redraw, [state, branch, kind, opacity], [overlay, bar], api_visibility="private",
+                    show_progress="hidden")
+    overlay.select(select_patch, [state, branch, kind, opacity], [overlay, patch, state], api_visibility="private",
+                   show_progress="hidden")
+    return InspectTab(image, button, outs, state, report_files)

@@ -1,0 +1,207 @@
+"""Drawing for the UI: quality bands, colour-mapped patch overlays, colour bars, charts, the report panel.
+
+Pure functions of library results (`iqa.Assessment`, `iqa.PatchMaps`) -> arrays / figures; no model logic.
+Images are (H, W, 3) uint8 RGB arrays throughout.
+"""
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw
+
+from iqa.results import Assessment, PatchMaps
+
+SCORE_RANGE = (0.0, 1.0)
+SCORE_SCALE_TEXT = "range 0–1, higher = better"
+# Lower bound of each band on the 0-1 scale (five equal steps, like the ACR opinion scale).
+QUALITY_BANDS = ((0.8, "excellent"), (0.6, "good"), (0.4, "fair"), (0.2, "poor"), (-math.inf, "bad"))
+BAND_COLOURS = {"excellent": "#1a9850", "good": "#91cf60", "fair": "#fee08b", "poor": "#fc8d59", "bad": "#d73027"}
+
+BRANCHES = {"VCG": "vcg", "VDA": "vda"}  # display name -> Assessment attribute
+BRANCH_SCORE = {"VCG": "S1", "VDA": "S2"}
+MAP_KINDS = ("score", "weight", "score × weight")
+COLOURMAPS = {"score": "viridis", "weight": "magma", "score × weight": "cividis"}
+DEFAULT_OPACITY = 0.55
+HIGHLIGHT_RGB = (255, 255, 255)
+HIGHLIGHT_WIDTH = 3  # px outline of the selected patch
+COLOUR_BAR_SIZE = (1.1, 3.2)  # inches (w, h)
+COLOUR_BAR_DPI = 100
+PANEL_DPI = 110
+PANEL_COLUMN_IN = 3.2  # inches per panel column
+CHART_HEIGHT = 300  # px of the plotly charts
+HISTOGRAM_BINS = 20
+BAR_COLOURS = ("#4c78a8", "#f58518", "#54a24b")  # S1, S2, S
+
+
+def quality_band(score: float) -> str:
+    """Plain-words band of a 0-1 score."""
+    for low, name in QUALITY_BANDS:
+        if score >= low:
+            return name
+    return QUALITY_BANDS[-1][1]
+
+
+def verdict_html(score: float, band: str, model_label: str, untrained: bool, notices: Sequence[str] = ()) -> str:
+    """The big score line of the Inspect tab."""
+    warn = ('<div class="iqa-untrained">Untrained model: scores are not meaningful '
+            '(quality heads have random weights).</div>') if untrained else ""
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in notices)
+    notes = f'<ul class="iqa-notices">{notes}</ul>' if notes else ""
+    return (f'<div class="iqa-verdict">{warn}'
+            f'<span class="iqa-score" id="iqa-score-value">{score:.3f}</span>'
+            f'<span class="iqa-band" style="background:{BAND_COLOURS[band]}">{band}</span>'
+            f'<div class="iqa-scale">quality score, {SCORE_SCALE_TEXT} · model: {html.escape(model_label)}</div>'
+            f"{notes}</div>")
+
+
+def branch_maps(a: Assessment, branch: str) -> PatchMaps | None:
+    return getattr(a, BRANCHES[branch])
+
+
+def map_values(maps: PatchMaps, kind: str) -> np.ndarray:
+    """(gh, gw) values of one map kind; NaN where no crop covered the cell."""
+    return {"score": maps.score, "weight": maps.weight, "score × weight": maps.product}[kind]
+
+
+def to_pixels(maps: PatchMaps, values: np.ndarray) -> np.ndarray:
+    """(gh, gw) cell values -> (H, W) per pixel, using each cell's pixel box."""
+    heights = maps.boxes[:, 0, 3] - maps.boxes[:, 0, 1]
+    widths = maps.boxes[0, :, 2] - maps.boxes[0, :, 0]
+    return np.repeat(np.repeat(values, heights, axis=0), widths, axis=1)
+
+
+def value_range(values: np.ndarray) -> tuple[float, float]:
+    """(min, max) of the finite values, widened when flat so a colour map still applies."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return SCORE_RANGE
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi - lo < 1e-12:
+        pad = max(abs(lo) * 0.05, 1e-6)
+        lo, hi = lo - pad, hi + pad
+    return lo, hi
+
+
+def overlay(image: np.ndarray, values: np.ndarray, cmap: str, opacity: float,
+            vrange: tuple[float, float], box: Sequence[int] | None = None) -> np.ndarray:
+    """Blend colour-mapped (H, W) `values` over `image`; NaN pixels stay the image. `box` = (x0, y0, x1, y1) outline."""
+    rgb = colormaps[cmap](Normalize(*vrange, clip=True)(np.nan_to_num(values, nan=vrange[0])))[..., :3] * 255
+    alpha = np.where(np.isfinite(values), float(np.clip(opacity, 0.0, 1.0)), 0.0)[..., None]
+    out = (image.astype(np.float32) * (1 - alpha) + rgb * alpha).round().astype(np.uint8)
+    if box is not None:
+        pil = Image.fromarray(out)
+        x0, y0, x1, y1 = (int(v) for v in box)
+        ImageDraw.Draw(pil).rectangle((x0, y0, x1 - 1, y1 - 1), outline=HIGHLIGHT_RGB, width=HIGHLIGHT_WIDTH)
+        out = np.asarray(pil)
+    return out
+
+
+def _figure_to_array(fig: Figure) -> np.ndarray:
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def colour_bar(cmap: str, vrange: tuple[float, float], label: str) -> np.ndarray:
+    """A vertical colour bar image for an overlay."""
+    fig = Figure(figsize=COLOUR_BAR_SIZE, dpi=COLOUR_BAR_DPI)
+    ax = fig.add_axes((0.15, 0.05, 0.25, 0.9))
+    fig.colorbar(_mappable(cmap, vrange), cax=ax, label=label)
+    return _figure_to_array(fig)
+
+
+def _mappable(cmap: str, vrange: tuple[float, float]):
+    from matplotlib.cm import ScalarMappable
+
+    return ScalarMappable(norm=Normalize(*vrange), cmap=cmap)
+
+
+def branch_chart(score: float, s1: float | None, s2: float | None, vda_weight: float) -> go.Figure:
+    """Bars: S1 (VCG), λ·S2 (VDA) and their sum S."""
+    bars = [("S1 · VCG", s1, BAR_COLOURS[0]),
+            ("λ·S2 · VDA" if vda_weight != 1 else "S2 · VDA", None if s2 is None else vda_weight * s2, BAR_COLOURS[1]),
+            ("S = final", score, BAR_COLOURS[2])]
+    bars = [b for b in bars if b[1] is not None]
+    fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars], marker_color=[b[2] for b in bars],
+                           text=[f"{b[1]:.3f}" for b in bars], textposition="auto"))
+    fig.update_layout(title="Branch scores (S = S1 + λ·S2)", height=CHART_HEIGHT, yaxis_title="score",
+                      margin=dict(l=40, r=10, t=40, b=30))
+    return fig
+
+
+def states_gallery(a: Assessment) -> list[tuple[np.ndarray, str]]:
+    """Restored image and the kept noisy states, captioned with timestep and noise level."""
+    items = [(a.restored, "y0: restored (end of sampling)")]
+    for s in a.states:
+        items.append((s.image, f"{s.name}: step t={s.step}, noise σ={s.noise_std:.2f} (ᾱ={s.alpha_bar:.3f})"))
+    return items
+
+
+def histogram(scores: Sequence[float]) -> go.Figure:
+    fig = go.Figure(go.Histogram(x=list(scores), nbinsx=HISTOGRAM_BINS, marker_color="#4c78a8"))
+    fig.update_layout(title="Score distribution", xaxis_title=f"score ({SCORE_SCALE_TEXT})", yaxis_title="images",
+                      height=CHART_HEIGHT, margin=dict(l=40, r=10, t=40, b=40))
+    return fig
+
+
+def training_curves(records: Sequence[dict]) -> go.Figure:
+    """Loss (left axis) and validation SRCC / PLCC (right axis) per epoch from log.jsonl records."""
+    epochs = [r for r in records if "epoch" in r]
+    fig = go.Figure()
+    x = [r["epoch"] for r in epochs]
+    for key, name, axis, colour in (("loss", "train loss", "y", "#e45756"), ("val_srcc", "val SRCC", "y2", "#4c78a8"),
+                                    ("val_plcc", "val PLCC", "y2", "#54a24b")):
+        y = [r.get(key) for r in epochs]
+        if any(v is not None for v in y):
+            fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers", yaxis=axis, line_color=colour))
+    fig.update_layout(title="Training curves", xaxis_title="epoch", yaxis=dict(title="loss"),
+                      yaxis2=dict(title="correlation", overlaying="y", side="right", range=[-1, 1]),
+                      height=CHART_HEIGHT, margin=dict(l=50, r=50, t=40, b=40), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def report_panel(a: Assessment, title: str, vda_weight: float, opacity: float = DEFAULT_OPACITY) -> Figure:
+    """One figure with every view: input, restored, noisy states, bars, and all per-patch maps."""
+    branches = [b for b in BRANCHES if branch_maps(a, b) is not None]
+    cols = max(4, len(MAP_KINDS) + 1)
+    rows = 1 + len(branches)
+    fig = Figure(figsize=(PANEL_COLUMN_IN * cols, PANEL_COLUMN_IN * 0.85 * rows + 0.6), dpi=PANEL_DPI)
+    fig.suptitle(f"{title}: score {a.score:.3f} ({quality_band(a.score)}; {SCORE_SCALE_TEXT})")
+    views = [(a.image, "input"), (a.restored, "restored y0")]
+    views += [(s.image, f"{s.name}: t={s.step}, σ={s.noise_std:.2f}") for s in a.states]
+    for i, (img, name) in enumerate(views[: cols - 1]):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(img)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    ax = fig.add_subplot(rows, cols, cols)
+    bars = [("S1", a.s1, BAR_COLOURS[0]), ("λS2", None if a.s2 is None else vda_weight * a.s2, BAR_COLOURS[1]),
+            ("S", a.score, BAR_COLOURS[2])]
+    bars = [b for b in bars if b[1] is not None]
+    ax.bar([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])
+    ax.set_title("branch scores", fontsize=9)
+    for r, branch in enumerate(branches, start=1):
+        maps = branch_maps(a, branch)
+        for c, kind in enumerate(MAP_KINDS):
+            ax = fig.add_subplot(rows, cols, r * cols + c + 1)
+            values = map_values(maps, kind)
+            vr = value_range(values)
+            ax.imshow(a.image)
+            im = ax.imshow(to_pixels(maps, values), cmap=COLOURMAPS[kind], alpha=opacity, vmin=vr[0], vmax=vr[1])
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+            ax.set_title(f"{branch} ({BRANCH_SCORE[branch]}) patch {kind}", fontsize=9)
+            ax.axis("off")
+        ax = fig.add_subplot(rows, cols, r * cols + cols)
+        ax.axis("off")
+        s = a.s1 if branch == "VCG" else a.s2
+        ax.text(0, 0.5, f"{branch} branch\n{BRANCH_SCORE[branch]} = {s:.4f}", fontsize=11, va="center")
+    fig.tight_layout()
+    return fig

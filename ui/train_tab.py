@@ -1,0 +1,247 @@
+"""Train tab: dataset (.zip upload, or a server folder when the app allows it) -> a background training run
+(`python -m iqa splits` then `python -m iqa train`) with live log and curves; Stop ends it; the new
+checkpoint joins the selector when it ends.
+"""
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import torch
+
+from iqa.config import PRESETS
+from iqa.data.datasets import DISPLAY_NAMES, FORMATS, detect_format
+from iqa.data.splits import RATIO_PRESETS, parse_ratios
+from ui import render
+from ui.archive import ArchiveError, safe_extract
+from ui.report import safe_stem
+from ui.state import AppState, cuda_available, device_choices, on_space
+from ui.training_job import SPLIT_RATIOS, TrainJob, TrainSpec, build_commands, console_tail, read_records
+
+AUTO_FORMAT = "auto-detect"
+SOURCE_ZIP = "Upload a .zip"
+SOURCE_SERVER = "Folder on the server"
+DEFAULT_PRESET = "lite"
+TICK_S = 2.0  # seconds between log / curve refreshes while a run is going
+DATASETS_SUBDIR = "datasets"  # unpacked uploads go to <runs>/datasets/
+
+
+@dataclass
+class TrainForm:
+    """The form's raw values."""
+
+    source: str = SOURCE_ZIP
+    zip_file: str | None = None
+    server_dir: str = ""
+    format: str = AUTO_FORMAT
+    csv: str = ""
+    ratios: str = SPLIT_RATIOS
+    preset: str = DEFAULT_PRESET
+    epochs: float | None = None
+    lr: float | None = None
+    batch: float | None = None
+    device: str = "auto"
+    finetune: bool = False
+    freeze: bool = False
+    confirm_cpu: bool = False
+
+
+@dataclass
+class Hardware:
+    note: str  # Markdown
+    can_train: bool
+    needs_confirm: bool  # no GPU: ask before running on the CPU
+
+
+def hardware() -> Hardware:
+    if cuda_available():
+        return Hardware(f"GPU found: **{html.escape(torch.cuda.get_device_name(0))}**. Training runs on it.", True, False)
+    if on_space():
+        return Hardware("**This Space has no GPU.** Training needs a GPU: switch the Space to GPU hardware "
+                        "(Settings → Hardware), or run locally: `python app.py` on a machine with a GPU, or "
+                        "`python -m iqa train ...` on the command line.", False, False)
+    return Hardware("**No GPU found.** Training on the CPU is very slow (the `tiny` and `lite` presets are the "
+                    "only practical ones); tick the confirmation below to run on the CPU anyway.", True, True)
+
+
+def _positive(value, name: str, kind: type):
+    if value is None or value == "":
+        return None
+    try:
+        v = kind(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a number.") from None
+    if v <= 0 or (kind is int and v != float(value)):
+        raise gr.Error(f"{name} must be a positive {'whole ' if kind is int else ''}number (got {value}).")
+    return v
+
+
+def dataset_root(app: AppState, form: TrainForm, stamp: str) -> Path:
+    """The dataset folder: the unpacked upload, or the server folder (only when the app allows it)."""
+    if form.source == SOURCE_SERVER:
+        if not app.allow_server_data:
+            raise gr.Error("Server folders are disabled. Start the app with --allow-server-data "
+                           "(or IQA_ALLOW_SERVER_DATA=1) to train on data already on this machine.")
+        folder = Path(form.server_dir.strip()).expanduser()
+        if not form.server_dir.strip() or not folder.is_dir():
+            raise gr.Error(f"'{html.escape(form.server_dir)}' is not a folder on the server. Give the dataset folder's path.")
+        return folder.resolve()
+    if not form.zip_file:
+        raise gr.Error("Upload the dataset as a .zip first (the dataset folder, zipped).")
+    name = Path(form.zip_file).name
+    dest = app.runs_dir / DATASETS_SUBDIR / f"{safe_stem(name)}-{stamp}"
+    try:
+        return safe_extract(form.zip_file, dest, name=name)
+    except ArchiveError as e:
+        raise gr.Error(html.escape(str(e)), title="Dataset zip refused") from None
+
+
+def prepare(app: AppState, form: TrainForm, checkpoint: str | None, data: Path | None = None,
+            stamp: str | None = None) -> TrainSpec:
+    """Check the form and turn it into a `TrainSpec` (unpacking an uploaded zip). Raises `gr.Error`."""
+    hw = hardware()
+    if not hw.can_train:
+        raise gr.Error("This Space has no GPU, so it cannot train. Use a GPU Space or run the app locally.")
+    if form.device == "cuda" and not cuda_available():
+        raise gr.Error("Device 'cuda' was chosen but no GPU is available; choose auto or cpu.")
+    if hw.needs_confirm and not form.confirm_cpu:
+        raise gr.Error("No GPU found: tick “run on the CPU anyway” to train on the CPU (slow).",
+                       title="Confirm CPU training")
+    if form.preset not in PRESETS:
+        raise gr.Error(f"Unknown preset '{html.escape(form.preset)}'; choose one of {', '.join(PRESETS)}.")
+    try:
+        parse_ratios(form.ratios)
+    except ValueError as e:
+        raise gr.Error(html.escape(str(e))) from None
+    epochs = _positive(form.epochs, "Epochs", int)
+    batch = _positive(form.batch, "Batch size", int)
+    lr = _positive(form.lr, "Learning rate", float)
+    init = None
+    if form.finetune:
+        choice = app.choice(checkpoint)
+        if choice.is_preset:
+            raise gr.Error("Fine-tuning needs a trained checkpoint: pick one in the selector above, "
+                           "or untick “fine-tune”.")
+        init = choice.path
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    root = data or dataset_root(app, form, stamp)
+    fmt = form.format
+    if fmt == AUTO_FORMAT:
+        fmt = detect_format(root)
+        if fmt is None:
+            raise gr.Error(f"Could not tell the dataset's layout from the files in {html.escape(root.name)}. "
+                           f"Choose the format ({', '.join(FORMATS)}); 'generic' needs a meta.csv with "
+                           "image and mos columns.")
+    elif fmt not in FORMATS:
+        raise gr.Error(f"Unknown format '{html.escape(fmt)}'.")
+    run_dir = app.runs_dir / f"{stamp}-{form.preset}"
+    return TrainSpec(data=root, format=fmt, run_dir=run_dir, preset=form.preset, ratios=form.ratios.strip(),
+                     csv=form.csv.strip() or None, init=init, epochs=epochs, batch=batch, lr=lr,
+                     device=form.device, freeze_backbones=form.freeze)
+
+
+def job_view(app: AppState):
+    """(status Markdown, curves, console text) of the current or last run."""
+    job = app.jobs.job
+    if job is None:
+        return "No training run yet.", render.training_curves([]), ""
+    return job.status_text(), render.training_curves(read_records(job.run_dir)), console_tail(job.run_dir)
+
+
+@dataclass
+class TrainTab:
+    start: gr.Button
+    stop: gr.Button
+    status: gr.Markdown
+    timer: gr.Timer
+    on_load: Callable  # page load: show the current run, resume the timer, refresh the checkpoint list
+    load_outputs: list
+
+
+def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
+    hw = hardware()
+    gr.Markdown(hw.note, elem_id="iqa-hardware")
+    with gr.Row():
+        with gr.Column():
+            sources = [SOURCE_ZIP, SOURCE_SERVER] if app.allow_server_data else [SOURCE_ZIP]
+            source = gr.Radio(sources, value=SOURCE_ZIP, label="Dataset", visible=len(sources) > 1)
+            zip_file = gr.File(label="Dataset .zip (the dataset folder, zipped)", file_types=[".zip"], type="filepath")
+            server_dir = gr.Textbox(label="Dataset folder on the server", visible=False,
+                                    placeholder="/data/koniq10k")
+            fmt = gr.Dropdown([AUTO_FORMAT, *FORMATS], value=AUTO_FORMAT, label="Format",
+                              info=", ".join(f"{k} = {v}" for k, v in DISPLAY_NAMES.items()))
+            csv = gr.Textbox(label="Label file (optional)", placeholder="inside the dataset folder, e.g. meta.csv")
+            ratios = gr.Dropdown(list(RATIO_PRESETS), value=SPLIT_RATIOS, allow_custom_value=True,
+                                 label="Split train:val:test", info="content-disjoint; validation picks the best epoch")
+        with gr.Column():
+            preset = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
+                                 info="paper = GPU size; lite = CPU-friendly; tiny = smoke tests")
+            with gr.Row():
+                epochs = gr.Number(None, precision=0, label="Epochs", placeholder="preset default")
+                batch = gr.Number(None, precision=0, label="Batch", placeholder="preset default")
+                lr = gr.Number(None, label="Learning rate", placeholder="preset default")
+            device = gr.Radio(device_choices(), value="auto", label="Device")
+            finetune = gr.Checkbox(False, label="Fine-tune from the checkpoint selected above")
+            freeze = gr.Checkbox(False, label="Freeze backbones")
+            confirm = gr.Checkbox(False, label="No GPU: run on the CPU anyway (slow)", visible=hw.needs_confirm)
+            with gr.Row():
+                start = gr.Button("Start training", variant="primary", interactive=hw.can_train)
+                stop = gr.Button("Stop", variant="stop")
+    status = gr.Markdown("No training run yet.", elem_id="iqa-train-status")
+    curves = gr.Plot(label="Loss and validation SRCC / PLCC")
+    console = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, interactive=False)
+    timer = gr.Timer(TICK_S, active=False)
+    form_inputs = [source, zip_file, server_dir, fmt, csv, ratios, preset, epochs, lr, batch, device, finetune,
+                   freeze, confirm]
+
+    def on_source(src):
+        return gr.update(visible=src == SOURCE_ZIP), gr.update(visible=src == SOURCE_SERVER)
+
+    def on_start(*values, progress=gr.Progress()):
+        *form_values, key = values
+        form = TrainForm(*form_values)
+        progress(0, desc="preparing the dataset")
+        spec = prepare(app, form, key)
+        job = TrainJob(build_commands(spec), spec.run_dir, epochs=spec.epochs)
+        try:
+            app.jobs.start(job)
+        except RuntimeError as e:
+            raise gr.Error(str(e)) from None
+        return (*job_view(app), gr.Timer(active=True))
+
+    def on_stop():
+        job = app.jobs.job
+        if job is None or not job.running:
+            gr.Info("No training run is going.")
+        else:
+            job.stop()
+            job.wait(timeout=TICK_S)
+        return (*job_view(app), gr.update())
+
+    def on_tick(key):
+        job = app.jobs.job
+        status_md, fig, text = job_view(app)
+        dropdown, tick = gr.update(), gr.update()
+        if job is None or not job.running:
+            tick = gr.Timer(active=False)
+            if job is not None and not job.announced:
+                job.announced = True
+                dropdown = gr.update(choices=app.dropdown_choices(), value=key)
+        return status_md, fig, text, tick, dropdown
+
+    def on_load(key):
+        job = app.jobs.job
+        return (*job_view(app), gr.Timer(active=job is not None and job.running),
+                gr.update(choices=app.dropdown_choices(), value=key))
+
+    source.change(on_source, source, [zip_file, server_dir], api_visibility="private", show_progress="hidden")
+    start.click(on_start, [*form_inputs, checkpoint], [status, curves, console, timer], api_visibility="private",
+                concurrency_id="train")
+    stop.click(on_stop, None, [status, curves, console, timer], api_visibility="private", concurrency_id="train-stop")
+    timer.tick(on_tick, checkpoint, [status, curves, console, timer, checkpoint], api_visibility="private",
+               show_progress="hidden")
+    return TrainTab(start, stop, status, timer, on_load, [status, curves, console, timer, checkpoint])
