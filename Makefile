@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test benchmark
+.PHONY: install run test benchmark browser
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ install: $(STAMP)
 run: install
 	$(PY) app.py
 
-test: install
+# Debian's headless Chromium for tests/test_browser.py (Playwright cannot download its own browsers offline).
+browser:
+	@command -v chromium >/dev/null 2>&1 || if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "chromium missing (not root): tests/test_browser.py will be skipped; sudo apt-get install chromium"; fi
+
+test: install browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 benchmark: install

@@ -224,7 +224,7 @@ class DiffusionCache:
             return CachedStates(states=np.broadcast_to(img, (N_STATES, *img.shape)),
                                 boxes=np.array([[0, 0, w, h]]), steps=(0, 0), alpha_bars=(1.0, 1.0))
         boxes = crop_boxes(w, h, self.assessor.cfg.crop, self.crops, self.assessor.cell)
-        x = to_tensor(img).to(self.assessor.device)
+        x = to_tensor(np.array(img)).to(self.assessor.device)  # a writable copy for torch
         full, (steps, alpha_bars) = self.assessor.restore(x, boxes, None, self.seed)
         states = np.stack([_to_hwc_uint8(s[0]) for s in full])
         valid = boxes if self.mode == "crops" else [(0, 0, w, h)]

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "iqa.benchmark",
     "iqa.data.synth",
     "iqa.data.splits",
+    "iqa.train_iqa",
     "iqa.train_diffusion",
 ]
 

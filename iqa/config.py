@@ -163,7 +163,7 @@ def lite() -> ModelConfig:
     """CPU-friendly: same classes, smaller sizes. One shared EfficientNet-Lite0 (ImageNet weights
     available offline), a small U-Net run on the crops, deterministic DDIM with 10 steps, and a
     14 x 14 token grid (16 px cells) instead of 28 x 28."""
-    unet = UNetConfig(inner_channel=16, channel_mults=(1, 2, 2, 4), attn_levels=(), res_blocks=1,
+    unet = UNetConfig(inner_channel=8, channel_mults=(1, 2, 4, 8), attn_levels=(), res_blocks=1,
                       dropout=0.1, norm="batch")
     return ModelConfig(
         name="lite",

@@ -706,7 +706,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    names = {f.name for f in fields(TrainOptions)}
+    names = {f.name for f in fields(TrainOptions)} - {"command"}  # args.command is the sub-command name
     opts = TrainOptions(**{k: v for k, v in vars(args).items() if k in names},
                         command=shlex.join(["python", "-m", "iqa", *sys.argv[1:]]))
     try:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from skimage import data
 
@@ -23,6 +25,15 @@ FEW_KINDS = ("gaussian_blur", "white_noise", "colour_block")
 def _small(img: np.ndarray) -> np.ndarray:
     """Whole photo downscaled to SIZE: the crop keeps rich content at test size."""
     return cv2.resize(img, SIZE, interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: faster on small tensors and on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +81,11 @@ def _tree(out: Path) -> dict[str, bytes]:
 
 def test_pseudo_mos_falls_with_level_for_monotone_kinds(refs):
     rising = []
+    kinds = [k for k, d in KINDS.items() if d.monotone]
     for name, ref in refs.items():
-        for kind, d in KINDS.items():
-            if not d.monotone:
-                continue
-            images = [d(ref, lv, kind_rng(0, name, kind)) for lv in range(1, LEVELS + 1)]
-            mos = [s.mos for s in pseudo_mos(images, ref)]
-            if any(b > a for a, b in zip(mos, mos[1:])):
-                rising.append((name, kind, np.round(mos, 4).tolist()))
+        images = [KINDS[k](ref, lv, kind_rng(0, name, k)) for k in kinds for lv in range(1, LEVELS + 1)]
+        mos = np.array([s.mos for s in pseudo_mos(images, ref)]).reshape(len(kinds), LEVELS)
+        rising += [(name, k, m.round(4).tolist()) for k, m in zip(kinds, mos) if np.any(np.diff(m) > 0)]
     assert rising == []
 
 
@@ -94,7 +102,7 @@ def test_pristine_scores_best(refs):
 def test_metric_maps_are_fixed_and_clipped():
     assert METRICS["gmsd"].quality(0.0) == 1.0 and METRICS["gmsd"].quality(1.0) == 0.0
     assert METRICS["vif_p"].quality(1.3) == 1.0  # contrast enhancement can push VIF above 1
-    assert METRICS["ms_ssim"].quality(0.8) == pytest.approx(0.5)
+    assert METRICS["ms_ssim"].quality(0.75) == pytest.approx(0.5)
 
 
 def test_ms_ssim_adapts_to_small_crops():
@@ -152,14 +160,18 @@ def test_broken_photo_is_reported_and_the_rest_continue(generated):
 
 
 def test_same_seed_same_files_whatever_the_workers(generated, pristine, tmp_path):
-    out, _, _ = generated
-    again = synthesize(pristine, tmp_path / "again", _config(), workers=2, progress=False, log=lambda m: None)
-    assert again.images_written == 2 * len(FEW_KINDS) * LEVELS
-    assert _tree(tmp_path / "again") == _tree(out)
+    out, summary, _ = generated
+    again = synthesize(pristine, tmp_path / "again", _config(kinds=("colour_block",), include_pristine=False),
+                       workers=2, progress=False, log=lambda m: None)
+    assert again.images_written == 2 * LEVELS
+    new = _tree(tmp_path / "again")
+    assert new.pop("meta.csv") and new == {k: v for k, v in _tree(out).items() if "colour_block" in k or "refs/" in k}
+    assert [asdict(s) for s in again.samples] == [asdict(s) for s in summary.samples if s.distortion == "colour_block"]
     other = synthesize(pristine, tmp_path / "other", _config(seed=4, kinds=("white_noise",)), workers=1,
                        progress=False, log=lambda m: None)
-    assert other.samples[0].image == "images/astro_c0_white_noise_1.png"
-    assert (tmp_path / "other" / other.samples[0].image).read_bytes() != (out / other.samples[0].image).read_bytes()
+    name = other.samples[0].image
+    assert name == "images/astro_c0_white_noise_1.png"
+    assert (tmp_path / "other" / name).read_bytes() != (out / name).read_bytes()
 
 
 def test_rerun_skips_finished_work_and_redoes_missing(generated, pristine, tmp_path):

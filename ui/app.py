@@ -65,9 +65,8 @@ def build_app(default: str | Path | None = None, *, runs_dir: str | Path | None 
         controls.checkpoint.change(lambda k: settings.on_checkpoint_change(app, k), controls.checkpoint,
                                    [controls.banner, controls.steps], api_visibility="private",
                                    show_progress="hidden")
-        demo.load(train.on_load, controls.checkpoint, train.load_outputs, api_visibility="private",
+        demo.load(train.on_load, None, train.load_outputs, api_visibility="private",
                   show_progress="hidden")
-    demo.app_state = app  # for tests and scripts
     return demo.queue(max_size=QUEUE_MAX_SIZE)
 
 
@@ -79,7 +78,6 @@ def launch_kwargs(**overrides) -> dict:
         "allowed_paths": [str(ROOT / "assets")],
         "theme": gr.themes.Soft(),
         "css": CSS,
-        "footer_links": ["api", "gradio"],
     }
     kwargs.update(overrides)
     return kwargs

@@ -16,7 +16,8 @@ import plotly.graph_objects as go
 
 from iqa.images import ImageError
 from ui import render, report
-from ui.inspect_tab import MODEL_CONCURRENCY, MODEL_QUEUE, friendly
+from ui.errors import friendly, user_error
+from ui.inspect_tab import MODEL_CONCURRENCY, MODEL_QUEUE
 from ui.settings import RunSettings, SettingsControls
 from ui.state import AppState
 
@@ -41,9 +42,9 @@ def assess_files(app: AppState, files: list[str] | None, settings: RunSettings,
     report_progress = progress or (lambda f, d: None)
     paths = [str(f) for f in files or []]
     if not paths:
-        raise gr.Error("Add one or more image files first.")
+        raise user_error("Add one or more image files first.")
     if len(paths) > MAX_BATCH_FILES:
-        raise gr.Error(f"{len(paths)} files is more than {MAX_BATCH_FILES} per batch. Split them, or use the "
+        raise user_error(f"{len(paths)} files is more than {MAX_BATCH_FILES} per batch. Split them, or use the "
                        "command line for large folders.")
     try:
         info = app.info(settings.checkpoint)
@@ -114,7 +115,7 @@ def build(app: AppState, controls: SettingsControls, gpu: Callable) -> BatchTab:
         table = gr.Dataframe(headers=list(report.BATCH_COLUMNS), datatype=["str", "number", "number", "number",
                              "number", "str", "str"], interactive=False, label="Results", wrap=True, scale=3)
         hist = gr.Plot(label="Histogram", scale=2)
-    downloads = gr.File(label="Downloads (CSV, JSON)", file_count="multiple", interactive=False)
+    downloads = gr.File(label="Downloads (CSV, JSON)", file_count="multiple", interactive=False, height=140)
     button.click(batch, [files, *controls.inputs], [table, hist, summary, downloads], api_name="batch",
                  concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY)
     return BatchTab(files, button, table)

@@ -30,10 +30,11 @@ class ImageInput(gr.Image):
             try:
                 data = base64.b64decode(url.split(",", 1)[1], validate=False)
             except (IndexError, binascii.Error):
-                raise gr.Error("The pasted image could not be decoded. Save it as a file and upload that.") from None
+                raise gr.Error("The pasted image could not be decoded. Save it as a file and upload that.",
+                               print_exception=False) from None
             path = Path(tempfile.mkdtemp(dir=self.GRADIO_CACHE)) / PASTED_NAME
             path.write_bytes(data)
             return str(path)
         if payload.path is None:
-            raise gr.Error("No image file arrived. Upload the image again.")
+            raise gr.Error("No image file arrived. Upload the image again.", print_exception=False)
         return str(payload.path)

@@ -5,7 +5,6 @@ tab's components (also the `assess` API endpoint's outputs).
 """
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -20,6 +19,7 @@ from iqa.checkpoint import CheckpointError
 from iqa.images import ImageError
 from iqa.results import Assessment
 from ui import render, report
+from ui.errors import friendly, user_error
 from ui.image_input import ImageInput
 from ui.settings import RunSettings, SettingsControls
 from ui.state import AppState, ModelInfo
@@ -46,7 +46,7 @@ class Inspected:
     vda_weight: float
     settings: dict[str, Any]
     model: dict[str, Any]
-    selected: tuple[int, int] | None = None  # (row, col) of the clicked patch
+    selected: tuple[float, float] | None = None  # (x, y) pixel last clicked on the map
 
 
 @dataclass
@@ -72,15 +72,6 @@ def example_images() -> list[str]:
     return sorted(str(p) for p in ASSETS.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)
 
 
-def friendly(e: Exception) -> gr.Error:
-    """A user-facing error for the failures users can cause."""
-    if isinstance(e, ImageError):
-        return gr.Error(html.escape(str(e)), title="Cannot use this image")
-    if isinstance(e, (CheckpointError, FileNotFoundError, KeyError)):
-        return gr.Error(html.escape(str(e.args[0] if isinstance(e, KeyError) else e)), title="Model problem")
-    return gr.Error(html.escape(str(e)), title="Cannot run")
-
-
 def _model_dict(info: ModelInfo) -> dict[str, Any]:
     return {"key": info.choice.key, "label": info.choice.label, "preset": info.config.name,
             "trained": not info.untrained}
@@ -99,14 +90,14 @@ def draw_map(state: Inspected, branch: str, kind: str, opacity: float) -> MapVie
         return MapView(a.image, blank)
     values = render.map_values(maps, kind)
     vrange = render.value_range(values)
-    box = None if state.selected is None else maps.boxes[state.selected]
+    box = None if state.selected is None else maps.boxes[maps.cell_at(*state.selected)]
     over = render.overlay(a.image, render.to_pixels(maps, values), render.COLOURMAPS[kind], opacity, vrange, box)
     bar = render.colour_bar(render.COLOURMAPS[kind], vrange, f"{branch} patch {kind}")
     return MapView(over, bar)
 
 
 def patch_text(state: Inspected, x: float, y: float) -> tuple[str, tuple[int, int] | None]:
-    """Markdown with both branches' score / weight / product at pixel (x, y), and the (row, col) picked."""
+    """Markdown with both branches' score / weight / product at pixel (x, y), and the (row, col) of its cell."""
     a = state.assessment
     rows, picked, box, covered = [], None, None, True
     for branch in render.BRANCHES:
@@ -129,10 +120,10 @@ def patch_text(state: Inspected, x: float, y: float) -> tuple[str, tuple[int, in
 
 def assess_image(app: AppState, image: str | None, settings: RunSettings,
                  progress: Progress | None = None) -> InspectView:
-    """Run the model on one image file. Raises `gr.Error` with a clear message for user mistakes."""
+    """Run the model on one image file. User mistakes raise `gr.Error` with a clear message."""
     report_progress = progress or (lambda f, d: None)
     if image is None:
-        raise gr.Error("Add an image first: upload, paste or take one with the webcam, or click an example.")
+        raise user_error("Add an image first: upload, paste or take one with the webcam, or click an example.")
     try:
         info = app.info(settings.checkpoint)
         report_progress(0.0, "loading model")
@@ -184,8 +175,8 @@ def select_patch(state: Inspected | None, branch: str, kind: str, opacity: float
     if state is None or evt is None or evt.index is None:
         return gr.update(), "Assess an image first.", state
     x, y = (float(v) for v in evt.index[:2])
-    text, picked = patch_text(state, x, y)
-    state = replace(state, selected=picked)
+    text, _ = patch_text(state, x, y)
+    state = replace(state, selected=(x, y))
     return draw_map(state, branch, kind, opacity).overlay, text, state
 
 
@@ -217,13 +208,13 @@ def build(app: AppState, controls: SettingsControls, gpu: Callable) -> InspectTa
         with gr.Column(scale=3):
             verdict = gr.HTML('<div class="iqa-verdict iqa-empty">Add an image and press <b>Assess</b>.</div>',
                               elem_id="iqa-verdict")
-            chart = gr.Plot(label="Branch scores")
+            chart = gr.Plot(label="Branch scores", elem_id="iqa-chart")
             with gr.Accordion("All numbers (JSON)", open=False):
                 numbers = gr.JSON(label="Numbers")
     with gr.Row():
         pair = gr.ImageSlider(label="Input ↔ restored (drag the handle)", type="numpy", interactive=False,
                               max_height=IMAGE_HEIGHT)
-        gallery = gr.Gallery(label="Diffusion states (restored and kept noisy intermediates)", columns=3,
+        gallery = gr.Gallery(label="Diffusion states: restored y0 and kept noisy y1, y2 (t = step, σ = noise level)", columns=3,
                              height=IMAGE_HEIGHT, object_fit="contain", interactive=False)
     gr.Markdown("### Per-patch maps\nWhere each branch looks (weight), what it scores (score), and their "
                 "product (each patch's share of the final score). Click the map to read a patch.")
@@ -232,15 +223,15 @@ def build(app: AppState, controls: SettingsControls, gpu: Callable) -> InspectTa
             branch = gr.Radio(list(render.BRANCHES), value="VCG", label="Branch")
             kind = gr.Radio(list(render.MAP_KINDS), value=render.MAP_KINDS[0], label="Map")
             opacity = gr.Slider(0, 1, value=render.DEFAULT_OPACITY, step=0.05, label="Overlay opacity")
-            patch = gr.Markdown("Click the map to read one patch's score and weight.", elem_id="iqa-patch")
         with gr.Column(scale=4):
             overlay = gr.Image(label="Patch map overlay", type="numpy", interactive=False, height=IMAGE_HEIGHT,
                                elem_id="iqa-overlay")
+            patch = gr.Markdown("Click the map to read one patch's score and weight.", elem_id="iqa-patch")
         with gr.Column(scale=1, min_width=120):
             bar = gr.Image(label="Colour bar", type="numpy", interactive=False, height=IMAGE_HEIGHT,
                            show_label=False, buttons=[])
     report_files = gr.File(label="Report: JSON with all numbers + PNG panel of all views", file_count="multiple",
-                           interactive=False)
+                           interactive=False, elem_id="iqa-report")
     state = gr.State(None, time_to_live=STATE_TTL_S)
 
     outs = [verdict, numbers, chart, pair, gallery, overlay, bar, patch, branch, kind, state]

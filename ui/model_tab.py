@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import html
 import json
 from typing import Any
 
@@ -10,9 +9,10 @@ import gradio as gr
 
 from iqa.config import ModelConfig, preset
 from iqa.model import DiffV2IQA, count_parameters
+from ui.render import esc
 from ui.state import AppState, ModelInfo
 
-CARD_SECTIONS = (  # (card key, heading) shown first, in this order; other keys follow under "Other"
+CARD_SECTIONS = (  # (card key, row name) shown first, in this order; other card keys follow
     ("training_data", "Training data"),
     ("data", "Training data"),
     ("metrics", "Metrics"),
@@ -33,17 +33,17 @@ def preset_parameters(name: str) -> dict[str, int]:
 
 
 def _millions(n: Any) -> str:
-    return f"{n / 1e6:.2f} M" if isinstance(n, (int, float)) else html.escape(str(n))
+    return f"{n / 1e6:.2f} M" if isinstance(n, (int, float)) else esc(str(n))
 
 
 def _value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, dict):
-        return "<br>".join(f"{html.escape(str(k))}: {_value(x)}" for k, x in v.items())
+        return "<br>".join(f"{esc(str(k))}: {_value(x)}" for k, x in v.items())
     if isinstance(v, (list, tuple)):
         return ", ".join(_value(x) for x in v)
-    return html.escape(str(v))
+    return esc(str(v))
 
 
 def architecture(cfg: ModelConfig) -> list[tuple[str, str]]:
@@ -63,7 +63,7 @@ def card_markdown(info: ModelInfo) -> str:
     """The model card as Markdown (tables hold HTML-escaped values)."""
     card, cfg, c = info.card, info.config, info.choice
     params = card.get("parameters") or (preset_parameters(c.key) if c.is_preset else {})
-    lines = [f"## {html.escape(c.label)}"]
+    lines = [f"## {esc(c.label)}"]
     if info.untrained:
         lines.append("> **Untrained quality heads: scores are not meaningful.** Train one in the Train tab or add "
                      "`checkpoints/default`.")
@@ -78,8 +78,8 @@ def card_markdown(info: ModelInfo) -> str:
             rows.append((heading, card[key]))
             seen.add(key)
     rows += [(k, v) for k, v in card.items() if k not in seen and k not in SKIPPED_KEYS]
-    table = "\n".join(f"| {html.escape(str(k))} | {_value(v)} |" for k, v in rows)
-    return "\n\n".join(lines) + "\n\n| | |\n|---|---|\n" + table
+    table = "\n".join(f"| {esc(str(k))} | {_value(v)} |" for k, v in rows)
+    return "\n\n".join(lines) + "\n\n| field | value |\n|---|---|\n" + table
 
 
 def show(app: AppState, key: str) -> tuple[str, dict]:
@@ -87,7 +87,7 @@ def show(app: AppState, key: str) -> tuple[str, dict]:
     try:
         info = app.info(key)
     except Exception as e:  # damaged or removed checkpoint: say so instead of failing the page
-        return f"**Cannot read this checkpoint:** {html.escape(str(e))}", {}
+        return f"**Cannot read this checkpoint:** {esc(str(e))}", {}
     return card_markdown(info), {"card": info.card, "config": json.loads(info.config.to_json())}
 
 

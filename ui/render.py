@@ -32,13 +32,18 @@ COLOURMAPS = {"score": "viridis", "weight": "magma", "score × weight": "cividis
 DEFAULT_OPACITY = 0.55
 HIGHLIGHT_RGB = (255, 255, 255)
 HIGHLIGHT_WIDTH = 3  # px outline of the selected patch
-COLOUR_BAR_SIZE = (1.1, 3.2)  # inches (w, h)
+COLOUR_BAR_SIZE = (1.3, 3.2)  # inches (w, h)
 COLOUR_BAR_DPI = 100
 PANEL_DPI = 110
 PANEL_COLUMN_IN = 3.2  # inches per panel column
 CHART_HEIGHT = 300  # px of the plotly charts
 HISTOGRAM_BINS = 20
 BAR_COLOURS = ("#4c78a8", "#f58518", "#54a24b")  # S1, S2, S
+
+
+def esc(text: object) -> str:
+    """Text for HTML (error pop-ups, cards): <, > and & escaped; quotes kept readable."""
+    return html.escape(str(text), quote=False)
 
 
 def quality_band(score: float) -> str:
@@ -53,12 +58,12 @@ def verdict_html(score: float, band: str, model_label: str, untrained: bool, not
     """The big score line of the Inspect tab."""
     warn = ('<div class="iqa-untrained">Untrained model: scores are not meaningful '
             '(quality heads have random weights).</div>') if untrained else ""
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in notices)
+    notes = "".join(f"<li>{esc(n)}</li>" for n in notices)
     notes = f'<ul class="iqa-notices">{notes}</ul>' if notes else ""
     return (f'<div class="iqa-verdict">{warn}'
             f'<span class="iqa-score" id="iqa-score-value">{score:.3f}</span>'
             f'<span class="iqa-band" style="background:{BAND_COLOURS[band]}">{band}</span>'
-            f'<div class="iqa-scale">quality score, {SCORE_SCALE_TEXT} · model: {html.escape(model_label)}</div>'
+            f'<div class="iqa-scale">quality score, {SCORE_SCALE_TEXT} · model: {esc(model_label)}</div>'
             f"{notes}</div>")
 
 
@@ -113,7 +118,7 @@ def _figure_to_array(fig: Figure) -> np.ndarray:
 def colour_bar(cmap: str, vrange: tuple[float, float], label: str) -> np.ndarray:
     """A vertical colour bar image for an overlay."""
     fig = Figure(figsize=COLOUR_BAR_SIZE, dpi=COLOUR_BAR_DPI)
-    ax = fig.add_axes((0.15, 0.05, 0.25, 0.9))
+    ax = fig.add_axes((0.12, 0.05, 0.2, 0.9))
     fig.colorbar(_mappable(cmap, vrange), cax=ax, label=label)
     return _figure_to_array(fig)
 
@@ -139,9 +144,9 @@ def branch_chart(score: float, s1: float | None, s2: float | None, vda_weight: f
 
 def states_gallery(a: Assessment) -> list[tuple[np.ndarray, str]]:
     """Restored image and the kept noisy states, captioned with timestep and noise level."""
-    items = [(a.restored, "y0: restored (end of sampling)")]
+    items = [(a.restored, "y0: restored")]
     for s in a.states:
-        items.append((s.image, f"{s.name}: step t={s.step}, noise σ={s.noise_std:.2f} (ᾱ={s.alpha_bar:.3f})"))
+        items.append((s.image, f"{s.name}: t={s.step}, σ={s.noise_std:.2f} (ᾱ={s.alpha_bar:.3f})"))
     return items
 
 
@@ -171,13 +176,13 @@ def training_curves(records: Sequence[dict]) -> go.Figure:
 def report_panel(a: Assessment, title: str, vda_weight: float, opacity: float = DEFAULT_OPACITY) -> Figure:
     """One figure with every view: input, restored, noisy states, bars, and all per-patch maps."""
     branches = [b for b in BRANCHES if branch_maps(a, b) is not None]
-    cols = max(4, len(MAP_KINDS) + 1)
+    views = [(a.image, "input"), (a.restored, "restored y0")]
+    views += [(s.image, f"{s.name}: t={s.step}, σ={s.noise_std:.2f}") for s in a.states]
+    cols = max(len(views), len(MAP_KINDS)) + 1  # last column: bars, then each branch's score
     rows = 1 + len(branches)
     fig = Figure(figsize=(PANEL_COLUMN_IN * cols, PANEL_COLUMN_IN * 0.85 * rows + 0.6), dpi=PANEL_DPI)
     fig.suptitle(f"{title}: score {a.score:.3f} ({quality_band(a.score)}; {SCORE_SCALE_TEXT})")
-    views = [(a.image, "input"), (a.restored, "restored y0")]
-    views += [(s.image, f"{s.name}: t={s.step}, σ={s.noise_std:.2f}") for s in a.states]
-    for i, (img, name) in enumerate(views[: cols - 1]):
+    for i, (img, name) in enumerate(views):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(img)
         ax.set_title(name, fontsize=9)

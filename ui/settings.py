@@ -1,12 +1,13 @@
 """The model selector and sampling settings shared by the Inspect and Batch tabs."""
 from __future__ import annotations
 
-import html
 from dataclasses import asdict, dataclass
 
 import gradio as gr
 
 from iqa.assess import DEFAULT_CROPS
+from ui.errors import user_error
+from ui.render import esc
 from ui.state import AppState, ModelInfo, device_choices
 
 MIN_STEPS, MAX_STEPS = 2, 200  # two kept intermediates need at least two sampling steps
@@ -29,11 +30,11 @@ class RunSettings:
         try:
             s = cls(str(checkpoint or ""), int(steps), int(crops), int(seed or 0), str(device or "auto"))
         except (TypeError, ValueError):
-            raise gr.Error("Sampling steps, crops and seed must be whole numbers.") from None
+            raise user_error("Sampling steps, crops and seed must be whole numbers.") from None
         if not MIN_STEPS <= s.steps <= MAX_STEPS:
-            raise gr.Error(f"Sampling steps must be between {MIN_STEPS} and {MAX_STEPS} (got {s.steps}).")
+            raise user_error(f"Sampling steps must be between {MIN_STEPS} and {MAX_STEPS} (got {s.steps}).")
         if not 1 <= s.crops <= MAX_CROPS:
-            raise gr.Error(f"The number of crops must be between 1 and {MAX_CROPS} (got {s.crops}).")
+            raise user_error(f"The number of crops must be between 1 and {MAX_CROPS} (got {s.crops}).")
         return s
 
     def to_dict(self) -> dict:
@@ -42,7 +43,7 @@ class RunSettings:
 
 def model_banner(info: ModelInfo) -> str:
     if info.untrained:
-        return (f'<div class="iqa-untrained">⚠ <b>{html.escape(info.choice.label)}</b>: untrained quality heads, '
+        return (f'<div class="iqa-untrained">⚠ <b>{esc(info.choice.label)}</b>: untrained quality heads, '
                 "scores are not meaningful. Train a model in the Train tab or add checkpoints/default.</div>")
     return ""
 
@@ -76,7 +77,7 @@ def build_settings(app: AppState) -> SettingsControls:
     with gr.Accordion("Sampling settings", open=False):
         with gr.Row():
             steps = gr.Slider(MIN_STEPS, MAX_STEPS, value=info.config.diffusion.sample_steps, step=1,
-                              label="Sampling steps", info="diffusion steps; the checkpoint's default is preset")
+                              label="Sampling steps", info="diffusion sampling steps (set to the checkpoint's default when it is chosen)")
             crops = gr.Slider(1, MAX_CROPS, value=DEFAULT_CROPS, step=1, label="Crops",
                               info="224 px crops averaged per image")
             seed = gr.Number(0, precision=0, label="Seed", info="noise seed of the sampler")
@@ -88,5 +89,5 @@ def on_checkpoint_change(app: AppState, key: str):
     try:
         info = app.info(key)
     except Exception as e:  # a run folder removed meanwhile, a damaged file: say so, keep the UI alive
-        return f'<div class="iqa-untrained">{html.escape(str(e))}</div>', gr.update()
+        return f'<div class="iqa-untrained">{esc(str(e))}</div>', gr.update()
     return model_banner(info), gr.update(value=info.config.diffusion.sample_steps)

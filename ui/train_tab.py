@@ -4,7 +4,6 @@ checkpoint joins the selector when it ends.
 """
 from __future__ import annotations
 
-import html
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from iqa.data.datasets import DISPLAY_NAMES, FORMATS, detect_format
 from iqa.data.splits import RATIO_PRESETS, parse_ratios
 from ui import render
 from ui.archive import ArchiveError, safe_extract
+from ui.errors import user_error
+from ui.render import esc
 from ui.report import safe_stem
 from ui.state import AppState, cuda_available, device_choices, on_space
 from ui.training_job import SPLIT_RATIOS, TrainJob, TrainSpec, build_commands, console_tail, read_records
@@ -59,7 +60,7 @@ class Hardware:
 
 def hardware() -> Hardware:
     if cuda_available():
-        return Hardware(f"GPU found: **{html.escape(torch.cuda.get_device_name(0))}**. Training runs on it.", True, False)
+        return Hardware(f"GPU found: **{esc(torch.cuda.get_device_name(0))}**. Training runs on it.", True, False)
     if on_space():
         return Hardware("**This Space has no GPU.** Training needs a GPU: switch the Space to GPU hardware "
                         "(Settings → Hardware), or run locally: `python app.py` on a machine with a GPU, or "
@@ -69,14 +70,15 @@ def hardware() -> Hardware:
 
 
 def _positive(value, name: str, kind: type):
-    if value is None or value == "":
+    """A positive int / float, or None (0 or empty: the preset's default)."""
+    if value is None or value == "" or value == 0:
         return None
     try:
         v = kind(value)
     except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number.") from None
+        raise user_error(f"{name} must be a number.") from None
     if v <= 0 or (kind is int and v != float(value)):
-        raise gr.Error(f"{name} must be a positive {'whole ' if kind is int else ''}number (got {value}).")
+        raise user_error(f"{name} must be a positive {'whole ' if kind is int else ''}number (got {value}).")
     return v
 
 
@@ -84,20 +86,20 @@ def dataset_root(app: AppState, form: TrainForm, stamp: str) -> Path:
     """The dataset folder: the unpacked upload, or the server folder (only when the app allows it)."""
     if form.source == SOURCE_SERVER:
         if not app.allow_server_data:
-            raise gr.Error("Server folders are disabled. Start the app with --allow-server-data "
+            raise user_error("Server folders are disabled. Start the app with --allow-server-data "
                            "(or IQA_ALLOW_SERVER_DATA=1) to train on data already on this machine.")
         folder = Path(form.server_dir.strip()).expanduser()
         if not form.server_dir.strip() or not folder.is_dir():
-            raise gr.Error(f"'{html.escape(form.server_dir)}' is not a folder on the server. Give the dataset folder's path.")
+            raise user_error(f"'{esc(form.server_dir)}' is not a folder on the server. Give the dataset folder's path.")
         return folder.resolve()
     if not form.zip_file:
-        raise gr.Error("Upload the dataset as a .zip first (the dataset folder, zipped).")
+        raise user_error("Upload the dataset as a .zip first (the dataset folder, zipped).")
     name = Path(form.zip_file).name
     dest = app.runs_dir / DATASETS_SUBDIR / f"{safe_stem(name)}-{stamp}"
     try:
         return safe_extract(form.zip_file, dest, name=name)
     except ArchiveError as e:
-        raise gr.Error(html.escape(str(e)), title="Dataset zip refused") from None
+        raise user_error(esc(str(e)), "Dataset zip refused") from None
 
 
 def prepare(app: AppState, form: TrainForm, checkpoint: str | None, data: Path | None = None,
@@ -105,18 +107,18 @@ def prepare(app: AppState, form: TrainForm, checkpoint: str | None, data: Path |
     """Check the form and turn it into a `TrainSpec` (unpacking an uploaded zip). Raises `gr.Error`."""
     hw = hardware()
     if not hw.can_train:
-        raise gr.Error("This Space has no GPU, so it cannot train. Use a GPU Space or run the app locally.")
+        raise user_error("This Space has no GPU, so it cannot train. Use a GPU Space or run the app locally.")
     if form.device == "cuda" and not cuda_available():
-        raise gr.Error("Device 'cuda' was chosen but no GPU is available; choose auto or cpu.")
+        raise user_error("Device 'cuda' was chosen but no GPU is available; choose auto or cpu.")
     if hw.needs_confirm and not form.confirm_cpu:
-        raise gr.Error("No GPU found: tick “run on the CPU anyway” to train on the CPU (slow).",
-                       title="Confirm CPU training")
+        raise user_error("No GPU found: tick “run on the CPU anyway” to train on the CPU (slow).",
+                         "Confirm CPU training")
     if form.preset not in PRESETS:
-        raise gr.Error(f"Unknown preset '{html.escape(form.preset)}'; choose one of {', '.join(PRESETS)}.")
+        raise user_error(f"Unknown preset '{esc(form.preset)}'; choose one of {', '.join(PRESETS)}.")
     try:
         parse_ratios(form.ratios)
     except ValueError as e:
-        raise gr.Error(html.escape(str(e))) from None
+        raise user_error(esc(str(e))) from None
     epochs = _positive(form.epochs, "Epochs", int)
     batch = _positive(form.batch, "Batch size", int)
     lr = _positive(form.lr, "Learning rate", float)
@@ -124,7 +126,7 @@ def prepare(app: AppState, form: TrainForm, checkpoint: str | None, data: Path |
     if form.finetune:
         choice = app.choice(checkpoint)
         if choice.is_preset:
-            raise gr.Error("Fine-tuning needs a trained checkpoint: pick one in the selector above, "
+            raise user_error("Fine-tuning needs a trained checkpoint: pick one in the selector above, "
                            "or untick “fine-tune”.")
         init = choice.path
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
@@ -133,11 +135,11 @@ def prepare(app: AppState, form: TrainForm, checkpoint: str | None, data: Path |
     if fmt == AUTO_FORMAT:
         fmt = detect_format(root)
         if fmt is None:
-            raise gr.Error(f"Could not tell the dataset's layout from the files in {html.escape(root.name)}. "
+            raise user_error(f"Could not tell the dataset's layout from the files in {esc(root.name)}. "
                            f"Choose the format ({', '.join(FORMATS)}); 'generic' needs a meta.csv with "
                            "image and mos columns.")
     elif fmt not in FORMATS:
-        raise gr.Error(f"Unknown format '{html.escape(fmt)}'.")
+        raise user_error(f"Unknown format '{esc(fmt)}'.")
     run_dir = app.runs_dir / f"{stamp}-{form.preset}"
     return TrainSpec(data=root, format=fmt, run_dir=run_dir, preset=form.preset, ratios=form.ratios.strip(),
                      csv=form.csv.strip() or None, init=init, epochs=epochs, batch=batch, lr=lr,
@@ -150,6 +152,42 @@ def job_view(app: AppState):
     if job is None:
         return "No training run yet.", render.training_curves([]), ""
     return job.status_text(), render.training_curves(read_records(job.run_dir)), console_tail(job.run_dir)
+
+
+def start_run(app: AppState, form: TrainForm, checkpoint: str | None) -> TrainJob:
+    """Check the form and launch `iqa splits` + `iqa train` in the background."""
+    spec = prepare(app, form, checkpoint)
+    try:
+        return app.jobs.start(TrainJob(build_commands(spec), spec.run_dir, epochs=spec.epochs))
+    except RuntimeError as e:
+        raise user_error(esc(e)) from None
+
+
+def stop_run(app: AppState):
+    """Stop button: end the run's processes; (status, curves, console)."""
+    job = app.jobs.job
+    if job is None or not job.running:
+        gr.Info("No training run is going.")
+    else:
+        job.stop()
+        job.wait(timeout=TICK_S)
+    return job_view(app)
+
+
+def tick(app: AppState, checkpoint: str | None):
+    """Timer: (status, curves, console, timer, checkpoint selector). Once the run has ended the timer
+    stops and the selector is refreshed, so the run's best checkpoint becomes selectable."""
+    job = app.jobs.job
+    if job is not None and job.running:
+        return (*job_view(app), gr.update(), gr.update())
+    return (*job_view(app), gr.Timer(active=False), gr.update(choices=app.dropdown_choices(), value=checkpoint))
+
+
+def page_load(app: AppState):
+    """A page opened while a run is going shows it and follows it; the selector lists current runs."""
+    job = app.jobs.job
+    return (*job_view(app), gr.Timer(active=job is not None and job.running),
+            gr.update(choices=app.dropdown_choices()))
 
 
 @dataclass
@@ -172,8 +210,8 @@ def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
             zip_file = gr.File(label="Dataset .zip (the dataset folder, zipped)", file_types=[".zip"], type="filepath")
             server_dir = gr.Textbox(label="Dataset folder on the server", visible=False,
                                     placeholder="/data/koniq10k")
-            fmt = gr.Dropdown([AUTO_FORMAT, *FORMATS], value=AUTO_FORMAT, label="Format",
-                              info=", ".join(f"{k} = {v}" for k, v in DISPLAY_NAMES.items()))
+            fmt = gr.Dropdown([AUTO_FORMAT, *((DISPLAY_NAMES[f], f) for f in FORMATS)], value=AUTO_FORMAT, label="Format",
+                              info="auto-detect recognises the standard layouts from the folder's files")
             csv = gr.Textbox(label="Label file (optional)", placeholder="inside the dataset folder, e.g. meta.csv")
             ratios = gr.Dropdown(list(RATIO_PRESETS), value=SPLIT_RATIOS, allow_custom_value=True,
                                  label="Split train:val:test", info="content-disjoint; validation picks the best epoch")
@@ -181,9 +219,9 @@ def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
             preset = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
                                  info="paper = GPU size; lite = CPU-friendly; tiny = smoke tests")
             with gr.Row():
-                epochs = gr.Number(None, precision=0, label="Epochs", placeholder="preset default")
-                batch = gr.Number(None, precision=0, label="Batch", placeholder="preset default")
-                lr = gr.Number(None, label="Learning rate", placeholder="preset default")
+                epochs = gr.Number(0, precision=0, minimum=0, label="Epochs", info="0 = preset default")
+                batch = gr.Number(0, precision=0, minimum=0, label="Batch", info="0 = preset default")
+                lr = gr.Number(0, minimum=0, label="Learning rate", info="0 = preset default")
             device = gr.Radio(device_choices(), value="auto", label="Device")
             finetune = gr.Checkbox(False, label="Fine-tune from the checkpoint selected above")
             freeze = gr.Checkbox(False, label="Freeze backbones")
@@ -203,45 +241,15 @@ def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
 
     def on_start(*values, progress=gr.Progress()):
         *form_values, key = values
-        form = TrainForm(*form_values)
         progress(0, desc="preparing the dataset")
-        spec = prepare(app, form, key)
-        job = TrainJob(build_commands(spec), spec.run_dir, epochs=spec.epochs)
-        try:
-            app.jobs.start(job)
-        except RuntimeError as e:
-            raise gr.Error(str(e)) from None
+        start_run(app, TrainForm(*form_values), key)
         return (*job_view(app), gr.Timer(active=True))
-
-    def on_stop():
-        job = app.jobs.job
-        if job is None or not job.running:
-            gr.Info("No training run is going.")
-        else:
-            job.stop()
-            job.wait(timeout=TICK_S)
-        return (*job_view(app), gr.update())
-
-    def on_tick(key):
-        job = app.jobs.job
-        status_md, fig, text = job_view(app)
-        dropdown, tick = gr.update(), gr.update()
-        if job is None or not job.running:
-            tick = gr.Timer(active=False)
-            if job is not None and not job.announced:
-                job.announced = True
-                dropdown = gr.update(choices=app.dropdown_choices(), value=key)
-        return status_md, fig, text, tick, dropdown
-
-    def on_load(key):
-        job = app.jobs.job
-        return (*job_view(app), gr.Timer(active=job is not None and job.running),
-                gr.update(choices=app.dropdown_choices(), value=key))
 
     source.change(on_source, source, [zip_file, server_dir], api_visibility="private", show_progress="hidden")
     start.click(on_start, [*form_inputs, checkpoint], [status, curves, console, timer], api_visibility="private",
                 concurrency_id="train")
-    stop.click(on_stop, None, [status, curves, console, timer], api_visibility="private", concurrency_id="train-stop")
-    timer.tick(on_tick, checkpoint, [status, curves, console, timer, checkpoint], api_visibility="private",
-               show_progress="hidden")
-    return TrainTab(start, stop, status, timer, on_load, [status, curves, console, timer, checkpoint])
+    stop.click(lambda: (*stop_run(app), gr.update()), None, [status, curves, console, timer],
+               api_visibility="private", concurrency_id="train-stop")
+    timer.tick(lambda key: tick(app, key), checkpoint, [status, curves, console, timer, checkpoint],
+               api_visibility="private", show_progress="hidden")
+    return TrainTab(start, stop, status, timer, lambda: page_load(app), [status, curves, console, timer, checkpoint])

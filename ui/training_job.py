@@ -6,6 +6,7 @@ A run folder gets `console.log` (both commands' output), `splits.json`, and what
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shlex
@@ -56,9 +57,9 @@ def build_commands(spec: TrainSpec, python: str = sys.executable) -> list[list[s
     splits = [python, "-m", "iqa", "splits", "--data", str(spec.data), "--format", spec.format, *csv,
               "--ratios", spec.ratios, "--count", "1", "--seed", str(spec.split_seed), "--out", str(spec.split_file)]
     train = [python, "-m", "iqa", "train", "--data", str(spec.data), "--format", spec.format, *csv,
-             "--split-file", str(spec.split_file), "--split-index", "0", "--preset", spec.preset]
-    if spec.init is not None:
-        train += ["--init", str(spec.init)]
+             "--split-file", str(spec.split_file), "--split-index", "0"]
+    # Fine-tuning takes the checkpoint's own config, so the preset is only named for a fresh model.
+    train += ["--init", str(spec.init)] if spec.init is not None else ["--preset", spec.preset]
     for flag, value in (("--epochs", spec.epochs), ("--batch", spec.batch), ("--lr", spec.lr)):
         if value is not None:
             train += [flag, str(value)]
@@ -107,7 +108,6 @@ class TrainJob:
         self.finished_at: float | None = None
         self.returncode: int | None = None
         self.stopped = False
-        self.announced = False  # the UI has refreshed the checkpoint list for this run
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"train-{self.run_dir.name}", daemon=True)
@@ -200,11 +200,13 @@ class TrainJob:
 
 
 class JobSlot:
-    """At most one training job per server (training takes the whole GPU)."""
+    """At most one training job per server (training takes the whole GPU). A run still going when the
+    app exits is stopped with it, so no training process outlives the UI that controls it."""
 
     def __init__(self) -> None:
         self.job: TrainJob | None = None
         self._lock = threading.Lock()
+        atexit.register(self.stop)
 
     def start(self, job: TrainJob) -> TrainJob:
         with self._lock:
@@ -212,3 +214,8 @@ class JobSlot:
                 raise RuntimeError(f"a training run is already going ({self.job.run_dir.name}); stop it first.")
             self.job = job.start()
             return job
+
+    def stop(self) -> None:
+        job = self.job
+        if job is not None and job.running:
+            job.stop()

@@ -8,11 +8,17 @@ whatever the level, so with one seed the levels of a kind are one pattern at gro
 below).
 
 Level parameters follow the KADID-10k generator (Lin, Hosu, Saupe, QoMEX 2019: 81 references of
-512x384, 25 kinds x 5 levels) where its value is sensible, with these deliberate changes:
-- no level is the identity (KADID's gaussian blur sigma 0.1, LAB saturation x1, mean shift 0 and
-  contrast 0 are dropped or moved), so every level is a real distortion;
-- mean shift and contrast change pick their direction (up or down) at random per call, and the
-  level sets the size of the change, so quality falls with level in both directions;
+512x384, 25 kinds x 5 levels; level values as in the public KADIS-700k code, imdist_generator.m)
+where they are sensible. Deliberate changes:
+- no level is the identity: gaussian blur starts at sigma 0.5 (not 0.1), LAB saturation at x1.5
+  (not x1); mean shift and contrast change no longer pass through 0. Those two pick their direction
+  (up or down) at random per call and the level sets the size, so quality falls with level;
+- colour shift smears the green plane over 0..shift px with edge weights that grow with the shift
+  (KADID translates it), so the top levels stay distinguishable (see `colour_shift`);
+- brighten stops at bend 0.8 (KADID 1.1 whites out bright photos); contrast gains are 1 +- amount;
+- white noise in a colour component adds noise to Cb and Cr only (variance 0.0005..0.008);
+  denoise is noise of sigma 10..45 (8-bit) cleaned by OpenCV non-local means; jitter is one
+  bilinear remap (KADID: five small warps); quantization uses equally spaced levels (KADID: Otsu);
 - sizes in pixels (colour blocks, moved patches) are given for KADID's 512x384 and scale with the
   square root of the image area, so a small crop gets the same fraction of damaged area.
 """
@@ -38,13 +44,14 @@ KERNEL_SUPERSAMPLE = 8  # sub-pixel samples per axis when rasterising a blur ker
 COLOUR_SHIFT_EDGE_SIGMA = 4.0  # smoothing of the edge map that weights the shifted channel
 COLOUR_SHIFT_CLIP_PERCENT = 1.0  # edge-map percentiles clipped on each side before normalising
 COLOUR_SHIFT_CHANNEL = 1  # green channel is displaced
+COLOUR_SHIFT_SPREAD_PX = 6.0  # edge weights are multiplied by 1 + shift / this (fringes reach further)
 DENOISE_TEMPLATE = 7  # OpenCV non-local-means template window (px)
 DENOISE_SEARCH = 21  # OpenCV non-local-means search window (px)
 NONECC_PATCH = 16  # moved patch side at KADID_AREA (px)
 NONECC_MAX_OFFSET = 8  # how far a patch moves, each axis, at KADID_AREA (px)
 COLOUR_BLOCK = 32  # colour block side at KADID_AREA (px)
 SHARPEN_SIGMA = 1.0  # Gaussian of the unsharp mask on lightness
-CONTRAST_UP_PROB = 0.5  # chance a contrast change increases contrast (else decreases it)
+DIRECTION_UP_PROB = 0.5  # chance mean shift / contrast change go up (else down)
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,7 @@ def _encode_decode(image: np.ndarray, fmt: str, **params) -> np.ndarray:
 
 
 def _random_direction(rng: np.random.Generator) -> float:
-    return 1.0 if rng.random() < CONTRAST_UP_PROB else -1.0
+    return 1.0 if rng.random() < DIRECTION_UP_PROB else -1.0
 
 
 # ---------------------------------------------------------------- blur
@@ -177,16 +184,16 @@ def colour_shift(image: np.ndarray, shift: float, rng: np.random.Generator) -> n
     """Channel misregistration near edges: green is smeared over `shift` px in a random direction.
 
     The green plane becomes the mean of its copies displaced by 0..`shift` px (a one-sided line
-    kernel), blended in where the smoothed edge map is strong. Fringes widen with the level; a pure
-    translation would stop hurting the FR labels once it exceeds the edge width (~6 px), leaving
-    levels 3-5 in arbitrary order.
+    kernel), blended in where the smoothed edge map is strong, with a weight that grows with the
+    shift. Fringes widen and spread with the level; a pure translation stops hurting the FR labels
+    once it exceeds the edge width (~6 px), which left levels 3-5 in arbitrary order.
     """
     x = _f32(image)
     grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
     gy, gx = np.gradient(grey)
     edges = cv2.GaussianBlur(np.hypot(gx, gy), (0, 0), sigmaX=COLOUR_SHIFT_EDGE_SIGMA)
     lo, hi = np.percentile(edges, [COLOUR_SHIFT_CLIP_PERCENT, 100.0 - COLOUR_SHIFT_CLIP_PERCENT])
-    weight = np.clip((edges - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    weight = np.clip((edges - lo) / max(hi - lo, 1e-12) * (1.0 + shift / COLOUR_SHIFT_SPREAD_PX), 0.0, 1.0)
     theta = rng.uniform(0.0, 2.0 * math.pi)
     c, s = math.cos(theta), math.sin(theta)
 
@@ -366,10 +373,10 @@ def high_sharpen(image: np.ndarray, amount: float, rng: np.random.Generator) -> 
 
 
 def contrast_change(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
-    """Linear contrast about the mean grey: x1/(1 - `amount`) (up) or x(1 - `amount`) (down), at random."""
+    """Linear contrast about the mean grey: gain 1 + `amount` (up) or 1 - `amount` (down), at random."""
     x = _f32(image)
     mean = float(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).mean())
-    gain = 1.0 / (1.0 - amount) if _random_direction(rng) > 0 else 1.0 - amount
+    gain = 1.0 + _random_direction(rng) * amount
     return _u8(mean + gain * (x - mean))
 
 
@@ -395,9 +402,9 @@ KINDS: dict[str, Distortion] = {d.name: d for d in [
     _kind("impulse_noise", "noise", 13, impulse_noise, (0.001, 0.005, 0.01, 0.02, 0.03), "density"),
     _kind("multiplicative_noise", "noise", 14, multiplicative_noise, (0.001, 0.005, 0.01, 0.02, 0.05), "variance"),
     _kind("denoise", "noise", 15, denoise, (10, 15, 20, 30, 45), "noise sigma (8-bit)"),
-    _kind("brighten", "brightness", 16, brighten, (0.1, 0.2, 0.4, 0.7, 1.1), "curve bend"),
+    _kind("brighten", "brightness", 16, brighten, (0.1, 0.2, 0.35, 0.55, 0.8), "curve bend"),
     _kind("darken", "brightness", 17, darken, (0.05, 0.1, 0.2, 0.4, 0.8), "curve bend"),
-    _kind("mean_shift", "brightness", 18, mean_shift, (0.04, 0.08, 0.12, 0.16, 0.2), "|shift|"),
+    _kind("mean_shift", "brightness", 18, mean_shift, (0.04, 0.08, 0.12, 0.16, 0.2), "shift size"),
     _kind("jitter", "spatial", 19, jitter, (0.1, 0.2, 0.45, 1.1, 2.2), "offset std px"),
     _kind("non_eccentricity_patch", "spatial", 20, non_eccentricity_patch, (20, 40, 60, 80, 100), "patches"),
     _kind("pixelate", "spatial", 21, pixelate, (0.8, 0.6, 0.45, 0.33, 0.25), "scale"),

@@ -10,15 +10,15 @@ Pseudo-MOS. No human opinions can be collected here, so each distorted crop is s
 pristine crop by an ensemble of four FR metrics from `piq` (CPU, no downloads):
 
     metric     range      perfect  mapped to 0 at   what it looks at
-    ms_ssim    0..1       1        0.60             multi-scale structure, per RGB channel
+    ms_ssim    0..1       1        0.50             multi-scale structure, per RGB channel
     vif_p      0..~1      1        0.00             information fidelity of luminance (pixel domain)
     gmsd       0..~0.35   0        0.30             deviation of gradient-magnitude similarity
-    fsim       0..1       1        0.70             phase congruency + gradient, with chroma (FSIMc)
+    fsim       0..1       1        0.65             phase congruency + gradient, with chroma (FSIMc)
 
 Each value v becomes a quality q = clip((v - worst) / (perfect - worst), 0, 1), a fixed affine map
-chosen once so the metric's range over KADID-strength distortions spans about [0, 1] (the "mapped to
-0" column sits just beyond the worst values the 25 x 5 distortions produce on photos); nothing
-depends on the data being generated. `mos` is the plain mean of the four q's: in [0, 1], higher =
+chosen once so the metric's range over KADID-strength distortions spans about [0, 1]: "mapped to 0"
+sits near the 0.5th percentile of the metric over the 25 x 5 distortions of 11 pristine photos
+(1375 images), so under 1 % of images clip. Nothing depends on the data being generated. `mos` is the plain mean of the four q's: in [0, 1], higher =
 better, 1 for the pristine crop itself. MS-SSIM uses as many of its 5 standard scales as the crop
 allows (all 5 from 161 px on the short side).
 
@@ -128,10 +128,10 @@ class FRMetric:
 
 
 METRICS: dict[str, FRMetric] = {m.name: m for m in [
-    FRMetric("ms_ssim", _ms_ssim, perfect=1.0, worst=0.6),
+    FRMetric("ms_ssim", _ms_ssim, perfect=1.0, worst=0.5),
     FRMetric("vif_p", _vif_p, perfect=1.0, worst=0.0),
     FRMetric("gmsd", _gmsd, perfect=0.0, worst=0.3),
-    FRMetric("fsim", _fsim, perfect=1.0, worst=0.7),
+    FRMetric("fsim", _fsim, perfect=1.0, worst=0.65),
 ]}
 
 
@@ -387,11 +387,13 @@ def make_crops(source: Source, out: Path, config: SynthConfig) -> CropResult:
         return CropResult(source, refs)
     try:
         image = load_image(source.path).array
+        rng = crop_rng(config.seed, source.name)
+        for ref, crop in zip(refs, random_crops(image, config.size, config.crops_per_image, rng)):
+            write_png(out / ref_rel(ref), crop)
     except ImageError as e:
         return CropResult(source, [], error=str(e))
-    rng = crop_rng(config.seed, source.name)
-    for ref, crop in zip(refs, random_crops(image, config.size, config.crops_per_image, rng)):
-        write_png(out / ref_rel(ref), crop)
+    except Exception as e:  # noqa: BLE001 - e.g. disk full or an undecodable variant; reported, run goes on
+        return CropResult(source, [], error=f"{type(e).__name__}: {e}")
     return CropResult(source, refs)
 
 

@@ -1,0 +1,117 @@
+"""A real headless Chromium drives the app: upload, Assess, screenshot; a damaged file shows a clear error.
+
+Needs Debian's `chromium` (`make install` adds it when run as root) and the `playwright` package; Playwright's
+own browser download is not used.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ui.app import build_app, launch_kwargs
+from ui.inspect_tab import example_images
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1280, "height": 1400}
+ASSESS_TIMEOUT_MS = 90_000
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*copy keyword", "ignore:.*no_silent_downcasting")  # gradio + pandas 3
+sync_api = pytest.importorskip("playwright.sync_api")
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"no Chromium at {CHROMIUM}: run `make install` as root or `apt-get install chromium`",
+                allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    demo = build_app("tiny", runs_dir=tmp_path_factory.mktemp("runs"))
+    demo.launch(**launch_kwargs(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                quiet=True, ssr_mode=False))
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, url):
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(url)
+    page.locator("#iqa-assess").wait_for()
+    yield page
+    page.close()
+
+
+def fast_settings(page) -> None:
+    """One crop and two sampling steps keep the tiny model quick on a shared CPU."""
+    page.get_by_text("Sampling settings").click()
+    for label, value in (("Crops", "1"), ("Sampling steps", "2")):
+        box = page.get_by_label(f"number input for {label}")
+        box.fill(value)
+        box.press("Enter")
+
+
+def upload(page, path: str) -> None:
+    page.locator("#iqa-input input[type=file]").set_input_files(path)
+
+
+def test_upload_assess_and_screenshot(page, tmp_path):
+    fast_settings(page)
+    upload(page, example_images()[0])
+    page.locator("#iqa-input img").first.wait_for()
+    page.locator("#iqa-assess").click()
+    score = page.locator("#iqa-score-value")
+    score.wait_for(timeout=ASSESS_TIMEOUT_MS)
+    assert re.fullmatch(r"-?\d+\.\d{3}", score.inner_text().strip())
+    verdict = page.locator("#iqa-verdict").inner_text()
+    assert "higher = better" in verdict and "Untrained" in verdict
+    overlay = page.locator("#iqa-overlay img").first
+    overlay.wait_for()
+    overlay.click()  # the centre of the map: that patch's numbers appear
+    page.locator("#iqa-patch").get_by_text("Patch row").wait_for(timeout=ASSESS_TIMEOUT_MS)
+    assert "score × weight" in page.locator("#iqa-patch").inner_text()
+    page.locator("#iqa-chart .js-plotly-plot").first.wait_for(timeout=ASSESS_TIMEOUT_MS)
+    page.locator("#iqa-report a[download$='_report.png']").wait_for(timeout=ASSESS_TIMEOUT_MS)
+    shot = tmp_path / "inspect.png"
+    page.screenshot(path=str(shot), full_page=True)
+    with Image.open(shot) as im:
+        assert im.format == "PNG" and im.width == VIEWPORT["width"] and im.height >= VIEWPORT["height"] // 2
+        colours = len(np.unique(np.asarray(im.convert("RGB").resize((128, 128))).reshape(-1, 3), axis=0))
+    assert shot.stat().st_size > 50_000 and colours > 500  # images and charts were drawn, not a blank page
+
+
+def test_damaged_image_shows_friendly_error(page, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_text("this is text, not a PNG")
+    upload(page, str(bad))
+    page.locator("#iqa-assess").click()
+    message = page.get_by_text(re.compile(r"broken\.png: not a readable image"))
+    message.first.wait_for(timeout=ASSESS_TIMEOUT_MS)
+    assert "Use PNG, JPEG" in message.first.inner_text()
+    box = message.first.bounding_box()  # on screen, not just in the DOM
+    assert box and 0 <= box["y"] < VIEWPORT["height"] and box["width"] > 0
+    page.screenshot(path=str(tmp_path / "error.png"))

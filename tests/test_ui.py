@@ -1,0 +1,282 @@
+"""UI handlers with the tiny model: inspect, maps, report, batch, errors, zip unpacking, training commands."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import stat
+import sys
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from iqa.checkpoint import save_checkpoint
+from iqa.images import MAX_FILE_BYTES
+from tests.helpers import photo, tiny_model
+from ui import batch_tab, inspect_tab, model_tab, render, train_tab
+from ui.archive import ArchiveError, safe_extract
+from ui.image_input import ImageInput
+from ui.app import build_app, launch_kwargs
+from ui.settings import RunSettings
+from ui.state import AppState
+from ui.training_job import TrainJob, TrainSpec, build_commands, read_records
+
+FAST = dict(steps=2, crops=1, seed=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory) -> AppState:
+    return AppState.create("tiny", runs_dir=tmp_path_factory.mktemp("runs"), allow_server_data=False)
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("img") / "astronaut.png"
+    Image.fromarray(photo(320, 240)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def view(app, image_file) -> inspect_tab.InspectView:
+    return inspect_tab.assess_image(app, str(image_file), RunSettings("tiny", **FAST))
+
+
+def test_inspect_returns_score_maps_and_overlays(view):
+    a = view.state.assessment
+    n = view.numbers
+    assert np.isfinite(n["score"]) and n["s1"] is not None and n["s2"] is not None
+    assert n["band"] == render.quality_band(n["score"]) and "higher = better" in n["scale"]
+    assert n["model"]["trained"] is False and "untrained" in view.verdict.lower()
+    assert f"{a.score:.3f}" in view.verdict
+    h, w = a.image.shape[:2]
+    assert view.maps.overlay.shape == (h, w, 3) and view.maps.colour_bar.ndim == 3
+    assert view.pair[0].shape == view.pair[1].shape == (h, w, 3)
+    captions = [c for _, c in view.gallery]
+    assert len(captions) == 1 + len(a.states) and all("σ=" in c for c in captions[1:])
+    assert [bar for bar in view.chart.data[0].x] == ["S1 · VCG", "S2 · VDA", "S = final"]
+    assert len(inspect_tab.outputs(view)) == 11
+
+
+def test_overlay_opacity_and_patch_selection(view):
+    state = view.state
+    a = state.assessment
+    clear = inspect_tab.draw_map(state, "VCG", "weight", 0.0).overlay
+    assert np.array_equal(clear, a.image)  # opacity 0: the image itself
+    x0, y0, x1, y1 = a.crops[0]
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2  # inside the analysed crop
+    text, picked = inspect_tab.patch_text(state, cx, cy)
+    row, col = a.vcg.cell_at(cx, cy)
+    assert picked == (row, col) and f"{a.vcg.score[row, col]:.4f}" in text and f"{a.vcg.weight[row, col]:.4f}" in text
+    outlined = inspect_tab.draw_map(replace(state, selected=(cx, cy)), "VCG", "score", 0.0).overlay
+    bx0, by0 = a.vcg.boxes[row, col][:2]
+    assert tuple(outlined[by0, bx0]) == render.HIGHLIGHT_RGB and not np.array_equal(outlined, a.image)
+    for kind in render.MAP_KINDS:  # every map kind draws on both branches
+        for branch in render.BRANCHES:
+            assert inspect_tab.draw_map(state, branch, kind, 0.5).overlay.shape == a.image.shape
+
+
+def test_report_json_and_png(view):
+    js, png = (Path(p) for p in inspect_tab.make_report(view.state))
+    data = json.loads(js.read_text())
+    assert data["score"] == pytest.approx(view.state.assessment.score) and data["band"]
+    assert len(data["patch_maps"]["vcg"]["score"]) == view.state.assessment.vcg.score.shape[0]
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.width > 800
+
+
+def test_batch_bad_file_gets_error_row(app, image_file, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    result = batch_tab.assess_files(app, [str(image_file), str(bad)], RunSettings("tiny", **FAST))
+    good_row, bad_row = result.rows
+    assert good_row.error == "" and np.isfinite(good_row.score) and good_row.seconds > 0
+    assert bad_row.score is None and "notes.png" in bad_row.error and "not a readable image" in bad_row.error
+    csv_path, json_path = result.files
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("file,score,S1,S2,seconds") and len(lines) == 3
+    assert json.loads(json_path.read_text())["results"][1]["error"] == bad_row.error
+    assert "1** file(s) could not be read" in batch_tab.summary_text(result.rows)
+
+
+def test_friendly_errors_for_non_image_oversized_and_missing(app, tmp_path):
+    settings = RunSettings("tiny", **FAST)
+    text = tmp_path / "readme.txt"
+    text.write_text("hello")
+    with pytest.raises(gr.Error, match="readme.txt: not a readable image"):
+        inspect_tab.assess_image(app, str(text), settings)
+    huge = tmp_path / "huge.png"
+    with huge.open("wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(gr.Error, match=r"huge.png: file is \d+ MB; the limit is"):
+        inspect_tab.assess_image(app, str(huge), settings)
+    with pytest.raises(gr.Error, match="Add an image first"):
+        inspect_tab.assess_image(app, None, settings)
+    with pytest.raises(gr.Error, match="Sampling steps must be between"):
+        RunSettings.parse("tiny", 1, 1, 0, "cpu")
+    with pytest.raises(gr.Error, match="not one of the app's checkpoints"):
+        inspect_tab.assess_image(app, str(text), RunSettings("/etc", **FAST))
+    assert launch_kwargs()["max_file_size"].endswith("mb")  # the server bounds uploads too
+
+
+def _zip(path: Path, entries: dict[str, bytes], links: tuple[str, ...] = ()) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+        for name in links:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            z.writestr(info, "/etc/passwd")
+    return path
+
+
+@pytest.mark.parametrize("evil", ["../escape.txt", "/abs/escape.txt", "data/../../escape.txt", "C:/escape.txt"])
+def test_zip_refuses_path_traversal(tmp_path, evil):
+    z = _zip(tmp_path / "evil.zip", {"data/meta.csv": b"image,mos\n", evil: b"x"})
+    with pytest.raises(ArchiveError, match="outside the archive"):
+        safe_extract(z, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escape.txt").exists()
+
+
+def test_zip_refuses_links_and_oversize_and_unpacks_good(tmp_path):
+    with pytest.raises(ArchiveError, match="symbolic link"):
+        safe_extract(_zip(tmp_path / "l.zip", {"a.txt": b"x"}, links=("link",)), tmp_path / "o1")
+    with pytest.raises(ArchiveError, match="more than"):
+        safe_extract(_zip(tmp_path / "big.zip", {"a.bin": os.urandom(4096)}), tmp_path / "o2", max_bytes=1024)
+    assert not (tmp_path / "o2").exists()
+    with pytest.raises(ArchiveError, match="not a readable .zip"):
+        (tmp_path / "fake.zip").write_text("nope")
+        safe_extract(tmp_path / "fake.zip", tmp_path / "o3")
+    root = safe_extract(_zip(tmp_path / "ok.zip", {"mydata/meta.csv": b"image,mos\n", "mydata/img/a.png": b"1",
+                                                   "__MACOSX/._x": b""}), tmp_path / "o4")
+    assert root == tmp_path / "o4" / "mydata" and (root / "img" / "a.png").read_bytes() == b"1"
+
+
+def _generic_dataset(root: Path) -> Path:
+    (root / "img").mkdir(parents=True)
+    (root / "meta.csv").write_text("image,mos\nimg/a.png,3.0\n")
+    return root
+
+
+def test_train_command_building(app, tmp_path, monkeypatch):
+    spec = TrainSpec(data=tmp_path / "d", format="generic", run_dir=tmp_path / "run", preset="lite", csv="meta.csv",
+                     init=tmp_path / "ck", epochs=3, batch=4, lr=1e-4, device="cuda", freeze_backbones=True)
+    splits, train = build_commands(spec, python="py")
+    assert splits == ["py", "-m", "iqa", "splits", "--data", str(tmp_path / "d"), "--format", "generic", "--csv",
+                      "meta.csv", "--ratios", "7:1:2", "--count", "1", "--seed", "0", "--out", str(spec.split_file)]
+    assert train == ["py", "-m", "iqa", "train", "--data", str(tmp_path / "d"), "--format", "generic", "--csv",
+                     "meta.csv", "--split-file", str(spec.split_file), "--split-index", "0",
+                     "--init", str(tmp_path / "ck"), "--epochs", "3", "--batch", "4", "--lr", "0.0001",
+                     "--device", "cuda", "--freeze-backbones", "--out", str(tmp_path / "run")]
+    minimal = build_commands(TrainSpec(tmp_path / "d", "live", tmp_path / "r", "tiny"), python="py")[1]
+    assert "--epochs" not in minimal and "--device" not in minimal and "--init" not in minimal
+    assert minimal[minimal.index("--preset") + 1] == "tiny"
+
+    monkeypatch.setattr(train_tab, "cuda_available", lambda: False)
+    monkeypatch.setattr(train_tab, "on_space", lambda: False)
+    data = _generic_dataset(tmp_path / "ds")
+    form = train_tab.TrainForm(source=train_tab.SOURCE_SERVER, server_dir=str(data), epochs=2, confirm_cpu=True)
+    with pytest.raises(gr.Error, match="Server folders are disabled"):
+        train_tab.prepare(app, form, "tiny")
+    allowed = AppState.create("tiny", runs_dir=tmp_path / "runs", allow_server_data=True)
+    spec = train_tab.prepare(allowed, form, "tiny", stamp="S")
+    assert spec.format == "generic" and spec.data == data.resolve() and spec.epochs == 2
+    assert spec.run_dir == tmp_path / "runs" / "S-lite"
+    with pytest.raises(gr.Error, match="run on the CPU anyway"):
+        train_tab.prepare(allowed, train_tab.TrainForm(**{**form.__dict__, "confirm_cpu": False}), "tiny")
+    with pytest.raises(gr.Error, match="Fine-tuning needs a trained checkpoint"):
+        train_tab.prepare(allowed, train_tab.TrainForm(**{**form.__dict__, "finetune": True}), "tiny")
+    with pytest.raises(gr.Error, match="positive whole number"):
+        train_tab.prepare(allowed, train_tab.TrainForm(**{**form.__dict__, "epochs": 1.5}), "tiny")
+    monkeypatch.setattr(train_tab, "on_space", lambda: True)
+    hw = train_tab.hardware()
+    assert not hw.can_train and "no GPU" in hw.note and "run locally" in hw.note
+    with pytest.raises(gr.Error, match="no GPU"):
+        train_tab.prepare(allowed, form, "tiny")
+
+
+def test_train_from_uploaded_zip(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_tab, "cuda_available", lambda: False)
+    monkeypatch.setattr(train_tab, "on_space", lambda: False)
+    app = AppState.create("tiny", runs_dir=tmp_path / "runs")
+    z = _zip(tmp_path / "my data.zip", {"set/meta.csv": b"image,mos\nimg/a.png,3\n", "set/img/a.png": b"x"})
+    spec = train_tab.prepare(app, train_tab.TrainForm(zip_file=str(z), confirm_cpu=True), "tiny", stamp="T")
+    assert spec.data == tmp_path / "runs" / "datasets" / "my_data-T" / "set" and spec.format == "generic"
+    bad = _zip(tmp_path / "bad.zip", {"../x": b"1"})
+    with pytest.raises(gr.Error, match="outside the archive"):
+        train_tab.prepare(app, train_tab.TrainForm(zip_file=str(bad), confirm_cpu=True), "tiny", stamp="U")
+
+
+def test_train_job_runs_logs_and_stops(tmp_path):
+    script = ("import json,sys,pathlib; d=pathlib.Path(sys.argv[1]);"
+              "[print(json.dumps({'epoch':e,'loss':1/e,'val_srcc':0.5,'val_plcc':0.6}),file=(d/'log.jsonl').open('a'))"
+              " for e in (1,2)]")
+    job = TrainJob([[sys.executable, "-c", script, str(tmp_path / "r")]], tmp_path / "r", epochs=2).start()
+    assert job.wait(timeout=30) and job.returncode == 0
+    assert [r["epoch"] for r in read_records(job.run_dir)] == [1, 2] and "Finished" in job.status_text()
+    assert "epoch 2/2" in job.status_text()
+    fig = render.training_curves(read_records(job.run_dir))
+    assert {t.name for t in fig.data} == {"train loss", "val SRCC", "val PLCC"}
+    slow = TrainJob([[sys.executable, "-c", "import time; time.sleep(60)"], [sys.executable, "-c", "print(1)"]],
+                    tmp_path / "s").start()
+    while slow._proc is None:
+        slow.wait(timeout=0.05)
+    slow.stop(grace_s=5)
+    assert slow.wait(timeout=10) and slow.returncode != 0 and "Stopped" in slow.status_text()
+    assert "print(1)" not in (tmp_path / "s" / "console.log").read_text()  # the next command never started
+
+
+def test_checkpoints_from_runs_model_card_and_fine_tuning(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    save_checkpoint(tiny_model(), runs / "r1" / "best",
+                    {"training_data": "KonIQ-10k (test)", "metrics": {"srcc": 0.9}, "provenance": "unit test"})
+    app = AppState.create("tiny", runs_dir=runs, allow_server_data=True)
+    keys = [k for _, k in app.dropdown_choices()]
+    best = str((runs / "r1" / "best").resolve())
+    assert keys[0] == "tiny" and best in keys
+    text, raw = model_tab.show(app, best)
+    assert "KonIQ-10k (test)" in text and "srcc: 0.9" in text and "unit test" in text and "Untrained" not in text
+    assert raw["config"]["name"] == "tiny"
+    preset_text, _ = model_tab.show(app, "tiny")
+    assert "Untrained" in preset_text and "Parameters" in preset_text
+    monkeypatch.setattr(train_tab, "cuda_available", lambda: False)
+    monkeypatch.setattr(train_tab, "on_space", lambda: False)
+    form = train_tab.TrainForm(source=train_tab.SOURCE_SERVER, server_dir=str(_generic_dataset(tmp_path / "ds")),
+                               finetune=True, confirm_cpu=True)
+    spec = train_tab.prepare(app, form, best, stamp="F")
+    assert spec.init == Path(best) and "--init" in build_commands(spec)[1]
+
+    # A run that ends with a best checkpoint: the timer stops and the selector lists it.
+    fresh = AppState.create("tiny", runs_dir=tmp_path / "runs2")
+    new_best = tmp_path / "runs2" / "new" / "best"
+    copy = f"import shutil; shutil.copytree({str(runs / 'r1' / 'best')!r}, {str(new_best)!r})"
+    job = fresh.jobs.start(TrainJob([[sys.executable, "-c", copy]], new_best.parent))
+    assert job.wait(timeout=30) and job.returncode == 0
+    status, _fig, _log, timer, selector = train_tab.tick(fresh, "tiny")
+    assert "Finished" in status and "now in the selector" in status and timer.active is False
+    assert str(new_best.resolve()) in [k for _, k in selector["choices"]] and selector["value"] == "tiny"
+
+
+def test_image_input_passes_the_file_on(tmp_path):
+    from gradio.data_classes import ImageData
+
+    component = ImageInput()
+    path = tmp_path / "x.png"
+    path.write_text("not checked here: iqa.images reads it")
+    assert component.preprocess(ImageData(path=str(path), orig_name="x.png")) == str(path)
+    buf = io.BytesIO()
+    Image.fromarray(photo(32, 32)).save(buf, "PNG")
+    pasted = component.preprocess(ImageData(url="data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()))
+    assert Path(pasted).read_bytes() == buf.getvalue()
+    assert component.preprocess(None) is None and component.get_block_name() == "image"
+
+
+def test_build_app_names_api_endpoints(tmp_path):
+    demo = build_app("tiny", runs_dir=tmp_path)
+    names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
+    assert {"assess", "batch"} <= names and len(names) == 2

@@ -1,0 +1,24 @@
+"""User-facing errors: a pop-up with what is wrong and what to do, and no server traceback."""
+from __future__ import annotations
+
+import gradio as gr
+
+from iqa.checkpoint import CheckpointError
+from iqa.images import ImageError
+from ui.render import esc
+
+
+def user_error(message: str, title: str = "Error") -> gr.Error:
+    """`message` is shown as HTML: escape user-supplied parts with `esc`."""
+    return gr.Error(message, title=title, print_exception=False)
+
+
+def friendly(e: Exception) -> gr.Error:
+    """The pop-up for a library error users can cause (bad image, unknown model, bad setting)."""
+    if isinstance(e, ImageError):
+        return user_error(esc(e), "Cannot use this image")
+    if isinstance(e, KeyError):
+        return user_error(esc(e.args[0]), "Unknown model")
+    if isinstance(e, (CheckpointError, FileNotFoundError)):
+        return user_error(esc(e), "Model problem")
+    return user_error(esc(e), "Cannot run")
