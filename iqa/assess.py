@@ -234,7 +234,7 @@ def load(checkpoint_or_preset: str | Path | None = None, device: str = "auto") -
         if not (src / "model.safetensors").is_file():
             raise FileNotFoundError(f"the bundled default checkpoint is missing ({src}); name a checkpoint "
                                     f"or a preset ({', '.join(PRESETS)})")
-    if isinstance(src, str) and src in PRESETS:
+    if isinstance(src, str) and src.partition(":")[0] in PRESETS and not Path(src).exists():
         log.warning("preset %r: quality heads are untrained, scores are not meaningful", src)
         return Assessor(DiffV2IQA(preset(src)).eval(), {"preset": src, "trained": False}, device)
     model, card = load_checkpoint(src, device="cpu")

@@ -104,6 +104,7 @@ class DualHead(nn.Module):
     """
 
     EPS = 1e-8
+    INIT_SCORE = 0.5  # labels are normalised to [0, 1]
 
     def __init__(self, dim: int, dropout: float = 0.1):
         super().__init__()
@@ -113,6 +114,8 @@ class DualHead(nn.Module):
 
         self.score = mlp(nn.ReLU())
         self.weight = mlp(nn.Sigmoid())
+        # Start the score inside the label range so the final ReLU is not dead for every token.
+        nn.init.constant_(self.score[-2].bias, self.INIT_SCORE)
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         f = self.score(tokens).squeeze(-1)

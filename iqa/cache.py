@@ -238,7 +238,7 @@ class DiffusionCache:
         if not self.enabled:
             return 0
         mine = list(images)[rank::world]
-        todo = [p for p in mine if not self.path(self.key(p)).is_file()]
+        todo = [p for p in mine if not entry_ok(self.path(self.key(p)), self.key(p))]
         for p in tqdm(todo, desc="diffusion cache", unit="img", disable=not progress or not todo):
             self.get(p)
         return len(todo)
@@ -254,8 +254,22 @@ def write_entry(path: Path, key: DiffusionKey, entry: CachedStates) -> None:
     def write(f):
         np.savez_compressed(f, states=np.ascontiguousarray(entry.states), boxes=entry.boxes,
                             steps=np.array(entry.steps), alpha_bars=np.array(entry.alpha_bars),
-                            key=np.array(json.dumps(asdict(key), sort_keys=True)))
+                            key=np.array(_key_text(key)))
     _atomic_write(path, write)
+
+
+def _key_text(key: DiffusionKey) -> str:
+    return json.dumps(asdict(key), sort_keys=True)
+
+
+def entry_ok(path: str | Path, key: DiffusionKey) -> bool:
+    """Cheap check that an entry exists, is a complete archive and was made under `key` (the
+    arrays themselves are not decompressed)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["key"])) == json.loads(_key_text(key))
+    except Exception:
+        return False
 
 
 def read_entry(path: str | Path, key: DiffusionKey | None = None) -> CachedStates | None:
@@ -265,7 +279,7 @@ def read_entry(path: str | Path, key: DiffusionKey | None = None) -> CachedState
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            if key is not None and json.loads(str(z["key"])) != json.loads(json.dumps(asdict(key), sort_keys=True)):
+            if key is not None and json.loads(str(z["key"])) != json.loads(_key_text(key)):
                 log.warning("%s: cache entry made for other settings; recomputing", path)
                 return None
             return CachedStates(states=z["states"], boxes=z["boxes"],

@@ -161,8 +161,9 @@ def paper() -> ModelConfig:
 
 def lite() -> ModelConfig:
     """CPU-friendly: same classes, smaller sizes. One shared EfficientNet-Lite0 (ImageNet weights
-    available offline), a small U-Net run on the crops, deterministic DDIM with 10 steps, and a
-    14 x 14 token grid (16 px cells) instead of 28 x 28."""
+    available offline), a small U-Net run on the crops, deterministic DDIM with 10 steps, a
+    14 x 14 token grid (16 px cells) instead of 28 x 28, one TAB per position instead of two and
+    narrower Swin stages (128 / 64)."""
     unet = UNetConfig(inner_channel=8, channel_mults=(1, 2, 4, 8), attn_levels=(), res_blocks=1,
                       dropout=0.1, norm="batch")
     return ModelConfig(
@@ -171,8 +172,8 @@ def lite() -> ModelConfig:
                                   train_steps=1000, on="crops"),
         vcg=VCGConfig(
             backbone=BackboneConfig(name="efficientnet_lite0", indices=(1, 2, 3, 4)),
-            noise_embed_dim=32, reduce_dims=(384, 192), swin_dims=(192, 96), swin_heads=(4, 4),
-            mlp_hidden=192, grid=14, window=7,
+            noise_embed_dim=32, tab_blocks=1, reduce_dims=(256, 128), swin_dims=(128, 64),
+            swin_heads=(4, 4), mlp_hidden=128, grid=14, window=7,
         ),
         vda=VDAConfig(backbone=BackboneConfig(name="efficientnet_lite0", indices=(4,)),
                       share_vcg_backbone=True, token_dim=32, grid=14),
@@ -197,10 +198,23 @@ def tiny() -> ModelConfig:
 
 PRESETS = {"paper": paper, "lite": lite, "tiny": tiny}
 
+# Ablations of the paper (Table 5), as switches on any preset: "lite:vcg-only" etc.
+ABLATIONS = {
+    "full": {},
+    "no-diffusion": {"use_diffusion": False},  # every state is the distorted image (MANIQA-like)
+    "vcg-only": {"use_vda": False},
+    "vda-only": {"use_vcg": False},
+}
+
 
 def preset(name: str) -> ModelConfig:
-    """A fresh `ModelConfig` for a preset name."""
-    try:
-        return PRESETS[name]()
-    except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+    """A fresh `ModelConfig` for a preset name, optionally with an ablation: "PRESET[:ABLATION]"."""
+    base, _, ablation = name.partition(":")
+    if base not in PRESETS:
+        raise ValueError(f"unknown preset {base!r}; choose one of {sorted(PRESETS)}")
+    if ablation and ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; choose one of {sorted(ABLATIONS)}")
+    cfg = PRESETS[base]()
+    if ablation and ablation != "full":
+        cfg = dataclasses.replace(cfg, name=name, **ABLATIONS[ablation])
+    return cfg

@@ -27,7 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +48,8 @@ from iqa.data.splits import SplitSet, load_splits
 from iqa.diffusion import Diffusion
 from iqa.metrics import MIN_PAIRS, Correlations, MetricSummary, correlations, summarise
 from iqa.model import DiffV2IQA
-from iqa.training import LOG, STATE, DistInfo, JsonlLog, atomic_save, autocast, init_distributed, load_state, seed_everything
+from iqa.training import (LOG, STATE, DistInfo, JsonlLog, atomic_save, autocast, init_distributed, load_state,
+                          seed_everything)
 
 DEFAULT_PRESET = "lite"
 DEFAULT_EPOCHS = 50  # the paper's cosine T_max
@@ -137,7 +138,8 @@ class TrainResult:
 # Small public pieces (also used by tests)
 
 
-def build_optimizer(model: nn.Module, lr: float = DEFAULT_LR, weight_decay: float = DEFAULT_WEIGHT_DECAY) -> torch.optim.Adam:
+def build_optimizer(model: nn.Module, lr: float = DEFAULT_LR,
+                    weight_decay: float = DEFAULT_WEIGHT_DECAY) -> torch.optim.Adam:
     """Adam over the trainable parameters (the paper's L2-style weight decay)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -243,7 +245,8 @@ class _EvalSet(Dataset):
         return torch.from_numpy(np.stack([entry.crop(b) for b in self.states.eval_boxes(entry)]))
 
 
-def _as_list(items):
+def _keep_list(items: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Collate for `_EvalSet`: images may have different crop counts, so keep them apart."""
     return items
 
 
@@ -258,7 +261,7 @@ def predict(scorer: Scorer, records: list[Record], states: DiffusionCache, featu
     mine = list(range(dist.rank, len(records), dist.world))
     per_image = max(1, EVAL_CROPS_PER_BATCH // states.crops)
     loader = DataLoader(_EvalSet([records[i] for i in mine], states, features), batch_size=per_image,
-                        num_workers=workers, collate_fn=_as_list)
+                        num_workers=workers, collate_fn=_keep_list)
     was_training = scorer.training
     scorer.eval()
     out: list[float] = []
@@ -538,6 +541,7 @@ def _train_split(run: _Run, index: int, run_dir: Path) -> SplitResult:
         net = nn.parallel.DistributedDataParallel(
             scorer, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     card_base = _card_base(run, index, len(train_recs), len(val_recs), len(test_recs), ratios)
+    card_base["backbone_weights"] = model.weights_sources()
 
     def save_state(finished: bool = False) -> None:
         if dist.main:
@@ -633,6 +637,9 @@ def _train_split(run: _Run, index: int, run_dir: Path) -> SplitResult:
         _write_json(run_dir / METRICS_FILE, metrics)
         card = {**card_base, "epochs": epoch, "best_epoch": best_epoch, "metrics": {"val": val_best, "test": test}}
         save_checkpoint(model, run_dir / BEST, _plain(card))
+        if test is not None and np.ptp(test_pred) == 0:
+            run.say(f"warning: the model gives every test image the same score ({test_pred[0]:.4g}); its score "
+                    "head may be stuck at 0 (ReLU). Try another --seed, a higher --lr or more epochs.")
         if test is not None:
             run.say(f"split {index} test ({len(test_recs)} images, best epoch {best_epoch}, "
                     f"{'by val SRCC' if val_recs else 'last epoch'}): {test.line()}")

@@ -134,8 +134,9 @@ def test_temp_and_broken_files_are_ignored(tmp_path, image, caplog):
 
     final.write_bytes(final.read_bytes()[:100])  # a truncated entry (e.g. a copy cut short)
     with caplog.at_level(logging.WARNING):
-        entry = cache.get(image)
-    assert counter.calls == 2 and "recomputing" in caplog.text and entry.states.shape[0] == 4
+        assert cache.fill([image]) == 1
+    assert counter.calls == 2 and "recomputing" in caplog.text and cache.get(image).states.shape[0] == 4
+    assert counter.calls == 2
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, image, monkeypatch):
@@ -154,6 +155,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, image, monkeypatch):
 def test_no_diffusion_needs_no_cache(tmp_path, image):
     cache, counter = make_cache(tmp_path / "c", micro_model(use_diffusion=False))
     entry = cache.get(image)
+    assert cache.fill([image]) == 0
     assert not cache.enabled and counter.calls == 0 and not (tmp_path / "c").exists()
     assert all(np.array_equal(entry.states[0], s) for s in entry.states[1:])
 

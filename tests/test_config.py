@@ -36,3 +36,11 @@ def test_presets_are_independent_instances():
     a, b = preset("lite"), preset("lite")
     a.vcg.grid = 14
     assert b.vcg.grid == 28 and dataclasses.is_dataclass(a)
+
+
+def test_ablation_presets():
+    assert preset("lite:no-diffusion").use_diffusion is False and preset("lite:no-diffusion").name == "lite:no-diffusion"
+    assert preset("lite:vcg-only").use_vda is False and preset("lite:vda-only").use_vcg is False
+    assert preset("lite:full") == preset("lite")
+    with pytest.raises(ValueError, match="ablation"):
+        preset("lite:nope")
