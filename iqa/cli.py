@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "iqa.data.splits",
     "iqa.train_iqa",
     "iqa.train_diffusion",
+    "iqa.report",
 ]
 
 

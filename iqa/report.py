@@ -1,8 +1,8 @@
 """`python -m iqa report`: the held-out results of a synthetic-set experiment as a Markdown report.
 
-Inputs are per-image prediction CSVs (`image,...,prediction` with image paths relative to the
-dataset root: written by `python -m iqa train` as `test_predictions.csv` and by
-`python -m iqa evaluate --predictions`) for the model and its ablations. The report adds BRISQUE and
+Inputs are the test predictions of the model and its ablations: training run folders
+(`python -m iqa train --out RUN` writes `RUN/metrics.json`) or per-image CSVs from
+`python -m iqa evaluate --predictions`, with image paths relative to the dataset root. The report adds BRISQUE and
 NIQE on the same images, per-distortion SRCC, the monotonicity of the score over distortion levels,
 and the restoration quality of the diffusion network (PSNR/SSIM of y0 vs the pristine reference,
 read from the diffusion cache the training filled), plus a figure of restorations.
@@ -45,9 +45,15 @@ class RestorationRow:
 
 
 def read_predictions(path: str | Path) -> dict[str, float]:
-    """image (relative path) -> prediction, skipping rows with an error."""
+    """image (relative path) -> prediction, from a training run (its folder or `metrics.json`) or a
+    prediction CSV (`python -m iqa evaluate --predictions`; rows with an error are skipped)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.json"
+    if path.suffix == ".json":
+        return {p["image"]: float(p["pred"]) for p in json.loads(path.read_text())["predictions"]}
     out = {}
-    with open(path, newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             if row.get("prediction") not in (None, "") and not row.get("error"):
                 out[row["image"]] = float(row["prediction"])
@@ -165,8 +171,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split-file", required=True)
     p.add_argument("--split-index", type=int, default=0)
-    p.add_argument("--method", action="append", default=[], metavar="NAME=CSV",
-                   help="a model's test predictions (repeat for ablations; the first is the main model)")
+    p.add_argument("--method", action="append", default=[], metavar="NAME=RUN",
+                   help="a model's test predictions: a training run folder, its metrics.json, or an evaluate "
+                        "--predictions CSV (repeat for ablations; the first is the main model)")
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="add BRISQUE and NIQE")
     p.add_argument("--checkpoint", default=None, help="main checkpoint, for the restoration table")
     p.add_argument("--cache", default=None, help="diffusion cache folder the training filled")
@@ -185,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     for spec in args.method:
         name, _, path = spec.partition("=")
         if not path:
-            print(f"error: --method {spec!r}: expected NAME=CSV", file=sys.stderr)
+            print(f"error: --method {spec!r}: expected NAME=RUN", file=sys.stderr)
             return 2
         methods.append(method_result(name, records, read_predictions(path), ds.relative))
     if args.peers:

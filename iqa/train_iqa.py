@@ -42,7 +42,7 @@ from tqdm import tqdm
 from iqa.assess import DEFAULT_CROPS, Assessor, resolve_device
 from iqa.cache import DEFAULT_SEED, DiffusionCache, FeatureCache, FeatureLayout
 from iqa.checkpoint import WEIGHTS, CheckpointError, load_checkpoint, read_metadata, save_checkpoint, weights_path
-from iqa.config import PRESETS, preset
+from iqa.config import ABLATIONS, PRESETS, preset
 from iqa.data.datasets import FORMATS, Record, load_dataset
 from iqa.data.splits import SplitSet, load_splits
 from iqa.diffusion import Diffusion
@@ -404,8 +404,10 @@ def _validate(opts: TrainOptions) -> None:
         (opts.workers >= 0, f"--workers must be >= 0, got {opts.workers}"),
         (opts.save_every >= 0, f"--save-every must be >= 0 (0 = at epoch ends only), got {opts.save_every}"),
         (opts.splits is None or opts.splits >= 1, f"--splits must be at least 1, got {opts.splits}"),
-        (opts.preset is None or opts.preset in PRESETS,
-         f"unknown preset {opts.preset!r}; choose one of {', '.join(PRESETS)}"),
+        (opts.preset is None or (opts.preset.partition(":")[0] in PRESETS
+                                 and opts.preset.partition(":")[2] in ("", *ABLATIONS)),
+         f"unknown preset {opts.preset!r}; choose one of {', '.join(PRESETS)}, optionally with "
+         f":{'|:'.join(ABLATIONS)}"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -690,7 +692,9 @@ def register(subparsers) -> None:
     p.add_argument("--split-index", type=int, default=0, help="which split of the file to train (0-based)")
     p.add_argument("--splits", type=int, default=None,
                    help="run splits 0..N-1 (e.g. 10 for the 10-split protocol) and write results.json")
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help=f"model size (default {DEFAULT_PRESET})")
+    p.add_argument("--preset", default=None, metavar="P",
+                   help=f"{', '.join(sorted(PRESETS))}, optionally with an ablation such as lite:vcg-only "
+                        f"({', '.join(ABLATIONS)}); default {DEFAULT_PRESET}")
     p.add_argument("--init", default=None, help="checkpoint to fine-tune (its weights and config)")
     p.add_argument("--diffusion", default=None, help="checkpoint with the trained diffusion network (train-diffusion)")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epochs (also the cosine T_max)")
