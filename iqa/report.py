@@ -185,7 +185,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     splits = load_splits(args.split_file)
-    ds = splits.dataset
+    ds = splits.dataset()
     records = splits.part(args.split_index, "test")
     out = Path(args.out)
     methods = []

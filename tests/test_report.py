@@ -1,0 +1,80 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from iqa.assess import Assessor
+from iqa.cache import DiffusionCache
+from iqa.checkpoint import save_checkpoint
+from iqa.cli import main as cli_main
+from iqa.data.datasets import load_dataset
+from iqa.data.splits import make_splits, save_splits
+from iqa.report import method_result, monotonicity, read_predictions, restoration
+from tests.helpers import photo, tiny_model
+
+KINDS, LEVELS, PHOTOS = ("blur", "noise"), (1, 2, 3), ("a", "b", "c", "d", "e")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Generic layout with refs, distortion and level columns; mos falls with the level."""
+    root = tmp_path_factory.mktemp("rep")
+    (root / "images").mkdir()
+    (root / "refs").mkdir()
+    lines = ["image,ref,group,distortion,level,mos"]
+    rng = np.random.default_rng(0)
+    for p, name in enumerate(PHOTOS):
+        ref = photo(240, 232)
+        Image.fromarray(ref).save(root / "refs" / f"{name}.png")
+        for kind in KINDS:
+            for level in LEVELS:
+                img = np.clip(ref + rng.normal(0, 5 * level, ref.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(root / "images" / f"{name}_{kind}_{level}.png")
+                lines.append(f"images/{name}_{kind}_{level}.png,refs/{name}.png,{name},{kind},{level},"
+                             f"{1 - 0.2 * level - 0.01 * p:.3f}")
+    (root / "meta.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_monotonicity_counts_adjacent_level_pairs(data):
+    ds = load_dataset(data, "generic")
+    perfect = {ds.relative(r.image): -int(r.extra["level"]) for r in ds.records}
+    share, n = monotonicity(ds.records, perfect, ds.relative)
+    assert share == 1.0 and n == len(PHOTOS) * len(KINDS) * (len(LEVELS) - 1)
+    rising = {k: -v for k, v in perfect.items()}
+    assert monotonicity(ds.records, rising, ds.relative)[0] == 0.0
+    m = method_result("oracle", ds.records, {ds.relative(r.image): r.mos for r in ds.records}, ds.relative)
+    assert m.overall.srcc == pytest.approx(1.0) and set(m.by_kind) == set(KINDS)
+
+
+def test_report_command_from_run_metrics(data, tmp_path):
+    ds = load_dataset(data, "generic")
+    split = tmp_path / "split.json"
+    save_splits(make_splits(ds, "6:2:2", 1, seed=0), split)
+    run = tmp_path / "run"
+    run.mkdir()
+    preds = [{"image": ds.relative(r.image), "mos": r.mos, "pred": r.mos + 0.01 * (i % 3)}
+             for i, r in enumerate(ds.records)]
+    (run / "metrics.json").write_text(json.dumps({"predictions": preds}))
+    assert read_predictions(run)[preds[0]["image"]] == pytest.approx(preds[0]["pred"])
+    out = tmp_path / "RESULTS.md"
+    assert cli_main(["report", "--split-file", str(split), "--method", f"model={run}",
+                     "--out", str(out), "--json", str(tmp_path / "r.json")]) == 0
+    text = out.read_text()
+    assert "| model |" in text and "not human opinion" in text and "| blur |" in text
+    assert "| BRISQUE |" in text and "| NIQE |" in text and (tmp_path / "niqe_test_predictions.csv").is_file()
+    assert json.loads((tmp_path / "r.json").read_text())["methods"][0]["name"] == "model"
+
+
+def test_restoration_reads_the_training_cache(data, tmp_path):
+    ds = load_dataset(data, "generic")
+    model = tiny_model()
+    save_checkpoint(model, tmp_path / "ck")
+    records = ds.records[:2]
+    DiffusionCache(tmp_path / "cache", Assessor(model, device="cpu"), crops=1).fill([r.image for r in records],
+                                                                                  progress=False)
+    row = restoration(str(tmp_path / "ck"), str(tmp_path / "cache"), 1, records, tmp_path / "fig.png")
+    assert row.pairs == 2 and np.isfinite([row.psnr_distorted, row.psnr_restored, row.ssim_restored]).all()
+    assert row.psnr_distorted > row.psnr_restored  # an untrained network restores nothing
