@@ -1,6 +1,10 @@
 """Small shared test fixtures: photos that installed packages carry, tiny models."""
 from __future__ import annotations
 
+import contextlib
+import socket
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -22,3 +26,23 @@ def tiny_model(seed: int = 0, **overrides) -> DiffV2IQA:
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return DiffV2IQA(cfg).eval()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(runs_dir: Path):
+    """The Gradio app on the tiny preset, served on a free localhost port; yields its URL."""
+    from ui.app import build_app, launch_kwargs
+
+    demo = build_app("tiny", runs_dir=runs_dir)
+    demo.launch(**launch_kwargs(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                quiet=True, ssr_mode=False))
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()

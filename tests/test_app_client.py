@@ -2,35 +2,23 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from ui.app import build_app, launch_kwargs
+from tests.helpers import running_app
 from ui.inspect_tab import example_images
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*copy keyword", "ignore:.*no_silent_downcasting")  # gradio + pandas 3
 FAST = dict(checkpoint="tiny", steps=2, crops=1, seed=0, device="cpu")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    demo = build_app("tiny", runs_dir=tmp_path_factory.mktemp("runs"))
-    demo.launch(**launch_kwargs(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                quiet=True, ssr_mode=False))
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
+    with running_app(tmp_path_factory.mktemp("runs")) as url:
+        yield Client(url, verbose=False)
 
 
 def test_api_lists_assess_and_batch(client):

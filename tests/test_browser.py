@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ui.app import build_app, launch_kwargs
+from tests.helpers import running_app
 from ui.inspect_tab import example_images
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -26,25 +25,14 @@ ASSESS_TIMEOUT_MS = 90_000
 pytestmark = pytest.mark.filterwarnings("ignore:.*copy keyword", "ignore:.*no_silent_downcasting")  # gradio + pandas 3
 sync_api = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).is_file():
-    pytest.skip(f"no Chromium at {CHROMIUM}: run `make install` as root or `apt-get install chromium`",
+    pytest.skip(f"no Chromium at {CHROMIUM}: run `make browser` as root or `apt-get install chromium`",
                 allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
-    demo = build_app("tiny", runs_dir=tmp_path_factory.mktemp("runs"))
-    demo.launch(**launch_kwargs(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                quiet=True, ssr_mode=False))
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
+    with running_app(tmp_path_factory.mktemp("runs")) as u:
+        yield u
 
 
 @pytest.fixture(scope="module")
