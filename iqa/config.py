@@ -50,7 +50,9 @@ class DiffusionConfig:
     sample_steps: int = 50  # steps of the sampling schedule
     sampler: str = "ancestral"  # "ancestral" (paper) or "ddim" (deterministic, eta = 0)
     keep_steps: tuple[int, int] = (5, 10)  # timesteps t whose states x_t are kept: y1 (less noisy), y2
-    loss: str = "l1"  # "l1" or "l2" on the predicted noise
+    loss: str = "l1"  # "l1" or "l2" on the network output
+    target: str = "image"  # x0 the process diffuses: the "image" (paper) or the "residual" reference − distorted
+    predict: str = "eps"  # the U-Net predicts the noise "eps" (paper) or the clean sample "x0"
     on: str = "image"  # run diffusion on the whole "image" (paper) or on each 224 "crops" (CPU)
 
 
@@ -163,13 +165,14 @@ def lite() -> ModelConfig:
     """CPU-friendly: same classes, smaller sizes. One shared EfficientNet-Lite0 (ImageNet weights
     available offline), a small U-Net run on the crops, deterministic DDIM with 10 steps, a
     14 x 14 token grid (16 px cells) instead of 28 x 28, one TAB per position instead of two and
-    narrower Swin stages (128 / 64)."""
+    narrower Swin stages (128 / 64). The diffusion runs on the residual reference − distorted with
+    x0 prediction and GroupNorm (see iqa/diffusion.py), so a CPU-length training run restores."""
     unet = UNetConfig(inner_channel=8, channel_mults=(1, 2, 4, 8), attn_levels=(), res_blocks=1,
-                      dropout=0.1, norm="batch")
+                      dropout=0.1, norm="group", norm_groups=8)
     return ModelConfig(
         name="lite",
-        diffusion=DiffusionConfig(unet=unet, sample_steps=10, sampler="ddim", keep_steps=(1, 2),
-                                  train_steps=1000, on="crops"),
+        diffusion=DiffusionConfig(unet=unet, sample_steps=5, sampler="ddim", keep_steps=(1, 2),
+                                  train_steps=1000, on="crops", target="residual", predict="x0"),
         vcg=VCGConfig(
             backbone=BackboneConfig(name="efficientnet_lite0", indices=(1, 2, 3, 4)),
             noise_embed_dim=32, tab_blocks=1, reduce_dims=(256, 128), swin_dims=(128, 64),

@@ -1,8 +1,15 @@
 """Conditional diffusion restoration network (design §1): training loss and samplers.
 
-The distorted image is the condition, the pristine reference the target x0; both (B, 3, H, W) in
+The distorted image is the condition, the pristine reference the target; both (B, 3, H, W) in
 [−1, 1]. `restore` runs the reverse process from pure noise and returns the restored image y0 and
 two noisy intermediate states y1 (less noisy) and y2 (more noisy) for the quality branches.
+
+Paper: the process diffuses the reference image itself and the U-Net predicts the noise ε. Options
+(`DiffusionConfig.target` / `.predict`) let it diffuse the residual reference − distorted instead
+(as SRDiff does) and predict the clean sample x0; with both, the U-Net's last convolution starts at
+zero so an untrained network returns the distorted image unchanged, and a short CPU training run
+improves on the input instead of producing noise (the `lite` preset). States are always returned
+in image space: y = distorted + residual state.
 """
 from __future__ import annotations
 
@@ -19,6 +26,8 @@ from iqa.unet import UNet
 
 SAMPLERS = ("ancestral", "ddim")
 LOSSES = ("l1", "l2")
+TARGETS = ("image", "residual")
+PREDICTIONS = ("eps", "x0")
 IMAGE_CHANNELS = 3
 
 
@@ -72,8 +81,15 @@ class Diffusion(nn.Module):
             raise ValueError(f"unknown diffusion loss {cfg.loss!r}; choose one of {LOSSES}")
         if cfg.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {cfg.sampler!r}; choose one of {SAMPLERS}")
+        if cfg.target not in TARGETS:
+            raise ValueError(f"unknown diffusion target {cfg.target!r}; choose one of {TARGETS}")
+        if cfg.predict not in PREDICTIONS:
+            raise ValueError(f"unknown diffusion prediction {cfg.predict!r}; choose one of {PREDICTIONS}")
         self.cfg = cfg
         self.unet = UNet(cfg.unet)
+        if cfg.target == "residual" and cfg.predict == "x0":
+            nn.init.zeros_(self.unet.final.conv.weight)  # predicted residual 0: y0 = the distorted input
+            nn.init.zeros_(self.unet.final.conv.bias)
         # sqrt(ᾱ_0..ᾱ_T) of the training schedule (not a buffer: rebuilt from cfg, not in checkpoints)
         self._train_sqrt_ab = alpha_bars(cfg, cfg.train_steps).sqrt()
 
@@ -82,15 +98,18 @@ class Diffusion(nn.Module):
         return self.loss(x0, cond, generator=generator)
 
     def loss(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Training loss (scalar): noise x0 to a random continuous level γ and regress the noise ε.
+        """Training loss (scalar): noise x0 to a random continuous level γ and regress ε (or x0).
 
         t ~ U{1..T}, γ ~ U(sqrt ᾱ_t, sqrt ᾱ_{t−1}), x_t = γ·x0 + sqrt(1 − γ²)·ε; L1 / L2 (mean) between
-        U-Net(concat[cond, x_t], γ) and ε. x0 (reference), cond (distorted): (B, 3, h, w) in [−1, 1].
+        U-Net(concat[cond, x_t], γ) and ε (or x0). x0 = the reference, or reference − cond with
+        target "residual". reference, cond (distorted): (B, 3, h, w) in [−1, 1].
         """
         _check_images("x0 (reference)", x0)
         _check_images("cond (distorted)", cond)
         if x0.shape != cond.shape:
             raise ValueError(f"reference and distorted batches differ in shape: {tuple(x0.shape)} vs {tuple(cond.shape)}")
+        if self.cfg.target == "residual":
+            x0 = x0 - cond
         b = x0.shape[0]
         steps = self.cfg.train_steps
         device = generator.device if generator is not None else torch.device("cpu")
@@ -101,10 +120,11 @@ class Diffusion(nn.Module):
         eps = _randn(tuple(x0.shape), x0, generator)
         g = gamma[:, None, None, None]
         x_t = g * x0 + (1 - g**2).sqrt() * eps
-        eps_hat = self.unet(torch.cat([cond, x_t], dim=1), gamma)
+        out = self.unet(torch.cat([cond, x_t], dim=1), gamma)
+        want = x0 if self.cfg.predict == "x0" else eps
         if self.cfg.loss == "l1":
-            return F.l1_loss(eps_hat, eps)
-        return F.mse_loss(eps_hat, eps)
+            return F.l1_loss(out, want)
+        return F.mse_loss(out, want)
 
     @torch.no_grad()
     def restore(
@@ -145,6 +165,9 @@ class Diffusion(nn.Module):
         h, w = cond.shape[-2:]
         cond_p, (left, _, top, _) = pad_to_multiple(cond, self.cfg.unet.size_multiple)
         ab = alpha_bars(self.cfg, n).tolist()
+        residual = self.cfg.target == "residual"
+        # x̂0 is clamped so that the restored image stays in [−1, 1]
+        lo, hi = (-1 - cond_p, 1 - cond_p) if residual else (-1.0, 1.0)
         x = _randn(tuple(cond_p.shape), cond_p, generator)
         kept = {n: x} if t2 == n else {}
 
@@ -154,8 +177,12 @@ class Diffusion(nn.Module):
             for i, t in enumerate(range(n, 0, -1), start=1):
                 a_t, a_prev = ab[t], ab[t - 1]
                 gamma = torch.full((x.shape[0],), a_t**0.5, device=x.device, dtype=x.dtype)
-                eps_hat = self.unet(torch.cat([cond_p, x], dim=1), gamma)
-                x0_hat = ((1 / a_t) ** 0.5 * x - (1 / a_t - 1) ** 0.5 * eps_hat).clamp(-1, 1)
+                out = self.unet(torch.cat([cond_p, x], dim=1), gamma)
+                if self.cfg.predict == "x0":
+                    x0_hat = out
+                else:
+                    x0_hat = (1 / a_t) ** 0.5 * x - (1 / a_t - 1) ** 0.5 * out
+                x0_hat = torch.clamp(x0_hat, lo, hi)
                 if sampler == "ancestral":
                     x = self._ancestral_step(x, x0_hat, a_t, a_prev, last=t == 1, generator=generator)
                 else:
@@ -169,6 +196,8 @@ class Diffusion(nn.Module):
             self.unet.train(was_training)
 
         def crop(z: torch.Tensor) -> torch.Tensor:
+            if residual:
+                z = cond_p + z
             return z[..., top:top + h, left:left + w].clamp(-1, 1)
 
         return Restoration(

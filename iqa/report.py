@@ -22,7 +22,11 @@ from iqa.data.datasets import Record
 from iqa.data.splits import load_splits
 from iqa.metrics import Correlations, correlations
 
-MONOTONE_MIN = 0.9  # acceptance: share of adjacent level pairs where the score falls
+# Acceptance checks of the default checkpoint (issue 6)
+MONOTONE_MIN = 0.9  # share of adjacent level pairs of the monotone kinds where the score falls
+SRCC_MIN = 0.9  # held-out SRCC
+PEER_MARGIN = 0.15  # SRCC above the better of BRISQUE and NIQE
+PEERS = {"brisque": "BRISQUE", "niqe": "NIQE"}
 FIGURE_ROWS = 4
 
 
@@ -33,6 +37,8 @@ class MethodResult:
     by_kind: dict[str, float]  # SRCC per distortion kind
     monotone_share: float  # adjacent (level k, k+1) pairs of one (content, kind) where the score fell
     monotone_pairs: int
+    monotone_kinds_share: float = float("nan")  # the same, on the kinds whose labels are monotone
+    monotone_kinds_pairs: int = 0
 
 
 @dataclass
@@ -60,20 +66,36 @@ def read_predictions(path: str | Path) -> dict[str, float]:
     return out
 
 
-def monotonicity(records: list[Record], pred: dict[str, float], rel) -> tuple[float, int]:
-    """Share of adjacent level pairs (same content and kind) where the prediction falls."""
+def _level_sequences(records: list[Record], values: dict[str, float], rel) -> dict[tuple[str, str], list[float]]:
+    """(content, kind) -> values ordered by distortion level (images without a value are left out)."""
     seqs: dict[tuple[str, str], dict[int, float]] = {}
     for r in records:
         key = rel(r.image)
-        if key in pred and "distortion" in r.extra and "level" in r.extra:
-            seqs.setdefault((r.group, str(r.extra["distortion"])), {})[int(r.extra["level"])] = pred[key]
+        if key in values and "distortion" in r.extra and "level" in r.extra:
+            seqs.setdefault((r.group, str(r.extra["distortion"])), {})[int(r.extra["level"])] = values[key]
+    return {k: [v[level] for level in sorted(v)] for k, v in seqs.items()}
+
+
+def monotonicity(records: list[Record], pred: dict[str, float], rel,
+                 kinds: set[str] | None = None) -> tuple[float, int]:
+    """Share of adjacent level pairs (same content and kind, kind in `kinds` if given) where the
+    prediction falls, and the number of pairs."""
     falls = total = 0
-    for levels in seqs.values():
-        ks = sorted(levels)
-        for a, b in zip(ks, ks[1:]):
+    for (_, kind), seq in _level_sequences(records, pred, rel).items():
+        if kinds is not None and kind not in kinds:
+            continue
+        for a, b in zip(seq, seq[1:]):
             total += 1
-            falls += levels[b] < levels[a]
+            falls += b < a
     return (falls / total if total else float("nan")), total
+
+
+def monotone_kinds(records: list[Record], rel) -> set[str]:
+    """Kinds whose labels fall with every level step on every content of `records`."""
+    labels = {rel(r.image): r.mos for r in records}
+    rising = {kind for (_, kind), seq in _level_sequences(records, labels, rel).items()
+              if any(b >= a for a, b in zip(seq, seq[1:]))}
+    return {str(r.extra["distortion"]) for r in records if "distortion" in r.extra} - rising
 
 
 def method_result(name: str, records: list[Record], pred: dict[str, float], rel) -> MethodResult:
@@ -85,7 +107,8 @@ def method_result(name: str, records: list[Record], pred: dict[str, float], rel)
         if len(rs) >= 3:
             by_kind[kind] = correlations([pred[rel(r.image)] for r in rs], [r.mos for r in rs]).srcc
     share, n = monotonicity(keep, pred, rel)
-    return MethodResult(name, overall, by_kind, share, n)
+    mono_share, mono_n = monotonicity(keep, pred, rel, monotone_kinds(records, rel))
+    return MethodResult(name, overall, by_kind, share, n, mono_share, mono_n)
 
 
 def peer_predictions(name: str, records: list[Record], root: Path, out_csv: Path) -> dict[str, float]:
@@ -132,6 +155,26 @@ def restoration(checkpoint: str, cache_dir: str, crops: int, records: list[Recor
     return RestorationRow(len(rows), *(float(v) for v in a.mean(0)))
 
 
+def acceptance(methods: list[MethodResult]) -> list[str]:
+    """The default checkpoint's acceptance checks on the first method, as Markdown lines."""
+    peers = [m for m in methods if m.name in PEERS.values()]
+    if not methods or methods[0].name in PEERS.values():
+        return []
+    main = methods[0]
+    lines = ["", f"Checks for **{main.name}**:", ""]
+    srcc = main.overall.srcc
+    lines.append(f"- held-out SRCC {_fmt(srcc)} ≥ {SRCC_MIN}: {'yes' if srcc >= SRCC_MIN else 'NO'}")
+    if peers:
+        best = max(peers, key=lambda m: m.overall.srcc)
+        gap = srcc - best.overall.srcc
+        lines.append(f"- {_fmt(gap)} above the better peer ({best.name}, {_fmt(best.overall.srcc)}), "
+                     f"needed ≥ {PEER_MARGIN}: {'yes' if gap >= PEER_MARGIN else 'NO'}")
+    share = main.monotone_kinds_share
+    lines.append(f"- score falls with level on {_fmt(share)} of the monotone kinds' adjacent level pairs, "
+                 f"needed ≥ {MONOTONE_MIN}: {'yes' if share >= MONOTONE_MIN else 'NO'}")
+    return lines
+
+
 def _fmt(v: float) -> str:
     return "–" if v is None or not np.isfinite(v) else f"{v:.3f}"
 
@@ -144,13 +187,19 @@ def render(methods: list[MethodResult], rest: RestorationRow | None, meta: dict)
              "full-reference pseudo-MOS (MS-SSIM, VIF, GMSD, FSIM ensemble), **not human opinion**: the numbers "
              "say how well a no-reference model reproduces that ensemble on unseen photos, not how well it "
              "agrees with people. PLCC(log) is after a 4-parameter logistic fit.", "",
-             "| method | SRCC | PLCC | PLCC(log) | KRCC | RMSE | score falls with level |",
-             "|---|---|---|---|---|---|---|"]
+             "| method | SRCC | PLCC | PLCC(log) | KRCC | RMSE | score falls with level (all kinds) "
+             "| … (monotone kinds) |",
+             "|---|---|---|---|---|---|---|---|"]
     for m in methods:
         c = m.overall
         lines.append(f"| {m.name} | {_fmt(c.srcc)} | {_fmt(c.plcc)} | {_fmt(c.plcc_logistic)} | {_fmt(c.krcc)} | "
-                     f"{_fmt(c.rmse) if m.name not in ('BRISQUE', 'NIQE') else '–'} | "
-                     f"{_fmt(m.monotone_share)} of {m.monotone_pairs} |")
+                     f"{_fmt(c.rmse) if m.name not in PEERS.values() else '–'} | "
+                     f"{_fmt(m.monotone_share)} of {m.monotone_pairs} | "
+                     f"{_fmt(m.monotone_kinds_share)} of {m.monotone_kinds_pairs} |")
+    lines += ["", "\"Score falls with level\": share of adjacent level pairs (same photo, same kind) where the "
+              "score falls. Monotone kinds are those whose pseudo-MOS labels fall at every level step on every "
+              f"test photo ({meta['monotone_kinds']} of {meta['n_kinds']} kinds here)."]
+    lines += acceptance(methods)
     kinds = sorted({k for m in methods for k in m.by_kind})
     lines += ["", "SRCC per distortion kind:", "",
               "| kind | " + " | ".join(m.name for m in methods) + " |",
@@ -196,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         methods.append(method_result(name, records, read_predictions(path), ds.relative))
     if args.peers:
-        for peer, label in (("brisque", "BRISQUE"), ("niqe", "NIQE")):
+        for peer, label in PEERS.items():
             pred = peer_predictions(peer, records, ds.root, out.parent / f"{peer}_test_predictions.csv")
             methods.append(method_result(label, records, pred, ds.relative))
     rest = None
@@ -204,6 +253,8 @@ def run(args: argparse.Namespace) -> int:
         rest = restoration(args.checkpoint, args.cache, args.crops, records, out.parent / "restorations.png")
     meta = {"dataset": str(ds.root), "split_file": args.split_file, "split_index": args.split_index,
             "n_test": len(records), "n_groups": len({r.group for r in records}),
+            "monotone_kinds": len(monotone_kinds(records, ds.relative)),
+            "n_kinds": len({str(r.extra["distortion"]) for r in records if "distortion" in r.extra}),
             "command": "python -m iqa report " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["report"] else "python -m iqa report"}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(methods, rest, meta))

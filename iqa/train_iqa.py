@@ -663,6 +663,7 @@ def _card_base(run: _Run, index: int, n_train: int, n_val: int, n_test: int, rat
         "selection": "best epoch by validation SRCC" if n_val else "last epoch (no validation part)",
         "init": str(opts.init) if opts.init else None,
         "diffusion_checkpoint": str(opts.diffusion) if opts.diffusion else None,
+        "diffusion_training": read_metadata(opts.diffusion)[1] if opts.diffusion else None,
         "optimizer": {"name": "Adam", "lr": opts.lr, "weight_decay": opts.weight_decay, "schedule": "cosine",
                       "t_max": opts.epochs, "batch_per_process": opts.batch, "processes": run.dist.world,
                       "loss": "MSE on normalised MOS"},

@@ -44,3 +44,10 @@ def test_ablation_presets():
     assert preset("lite:full") == preset("lite")
     with pytest.raises(ValueError, match="ablation"):
         preset("lite:nope")
+
+
+def test_lite_diffuses_residual_paper_keeps_eps():
+    lite, paper = preset("lite").diffusion, preset("paper").diffusion
+    assert (lite.target, lite.predict, lite.unet.norm) == ("residual", "x0", "group")
+    assert (paper.target, paper.predict, paper.unet.norm) == ("image", "eps", "batch")
+    assert ModelConfig.from_dict(preset("lite").to_dict()).diffusion == lite
