@@ -41,6 +41,7 @@ FEATURE_VERSION = 1
 HASH_CHUNK = 1 << 20
 FP16_MAX = float(np.finfo(np.float16).max)
 TEMP_SUFFIX = ".tmp"
+STATES_DIR, FEATURES_DIR = "diffusion", "features"  # sub-folders of a training run's --cache folder
 DEFAULT_SEED = 0  # the seed `Assessor.assess` uses by default, so cached states match inference
 FEATURE_BATCH = 16  # crops per backbone batch when filling the feature cache
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -126,16 +127,17 @@ def peer_predictions(name: str, records: list[Record], root: Path, out_csv: Path
 
 def restoration(checkpoint: str, cache_dir: str, crops: int, records: list[Record],
                 figure: Path | None) -> RestorationRow:
-    """PSNR/SSIM of the distorted input and of y0 against the reference, inside the restored windows."""
+    """PSNR/SSIM of the distorted input and of y0 against the reference, inside the restored windows.
+    `cache_dir` is the training's --cache folder (the states are in its diffusion/ sub-folder)."""
     import piq
     import torch
     from PIL import Image
 
     from iqa.assess import load
-    from iqa.cache import DiffusionCache
+    from iqa.cache import STATES_DIR, DiffusionCache
 
     assessor = load(checkpoint, device="cpu")
-    cache = DiffusionCache(cache_dir, assessor, crops=crops)
+    cache = DiffusionCache(Path(cache_dir) / STATES_DIR, assessor, crops=crops)
     rows, fig_rows = [], []
     for r in records:
         if r.ref is None or (entry := cache.lookup(r.image)) is None:
@@ -173,6 +175,14 @@ def acceptance(methods: list[MethodResult]) -> list[str]:
     lines.append(f"- score falls with level on {_fmt(share)} of the monotone kinds' adjacent level pairs, "
                  f"needed ≥ {MONOTONE_MIN}: {'yes' if share >= MONOTONE_MIN else 'NO'}")
     return lines
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it (reports are committed)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _fmt(v: float) -> str:
@@ -225,7 +235,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--predictions CSV (repeat for ablations; the first is the main model)")
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="add BRISQUE and NIQE")
     p.add_argument("--checkpoint", default=None, help="main checkpoint, for the restoration table")
-    p.add_argument("--cache", default=None, help="diffusion cache folder the training filled")
+    p.add_argument("--cache", default=None, help="the --cache folder the training used (its diffusion outputs are read)")
     p.add_argument("--crops", type=int, default=1, help="K fixed crops the training used")
     p.add_argument("--out", default="docs/RESULTS.md")
     p.add_argument("--json", default=None, help="also write the numbers as JSON")
@@ -251,11 +261,11 @@ def run(args: argparse.Namespace) -> int:
     rest = None
     if args.checkpoint and args.cache:
         rest = restoration(args.checkpoint, args.cache, args.crops, records, out.parent / "restorations.png")
-    meta = {"dataset": str(ds.root), "split_file": args.split_file, "split_index": args.split_index,
+    meta = {"dataset": _shown(ds.root), "split_file": args.split_file, "split_index": args.split_index,
             "n_test": len(records), "n_groups": len({r.group for r in records}),
             "monotone_kinds": len(monotone_kinds(records, ds.relative)),
             "n_kinds": len({str(r.extra["distortion"]) for r in records if "distortion" in r.extra}),
-            "command": "python -m iqa report " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["report"] else "python -m iqa report"}
+            "command": "python -m iqa report " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["report"] else "python -m iqa report"}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(methods, rest, meta))
     if args.json:

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from iqa.assess import DEFAULT_CROPS, Assessor, resolve_device
-from iqa.cache import DEFAULT_SEED, DiffusionCache, FeatureCache, FeatureLayout
+from iqa.cache import DEFAULT_SEED, FEATURES_DIR, STATES_DIR, DiffusionCache, FeatureCache, FeatureLayout
 from iqa.checkpoint import WEIGHTS, CheckpointError, load_checkpoint, read_metadata, save_checkpoint, weights_path
 from iqa.config import ABLATIONS, PRESETS, preset
 from iqa.data.datasets import FORMATS, Record, load_dataset
@@ -505,13 +505,13 @@ def _train_split(run: _Run, index: int, run_dir: Path) -> SplitResult:
     if not val_recs:
         run.say("note: " + NO_VAL_NOTICE.format(ratios=ratios))
     assessor = Assessor(model, device=str(device))  # moves the model to the device
-    states = DiffusionCache(run.cache_root / "diffusion", assessor, opts.crops, seed=DEFAULT_SEED)
+    states = DiffusionCache(run.cache_root / STATES_DIR, assessor, opts.crops, seed=DEFAULT_SEED)
     everything = [r.image for r in train_recs + val_recs + test_recs]
     states.fill(everything, dist.rank, dist.world, progress=dist.main and opts.progress)
     run.barrier()
     features = None
     if opts.freeze_backbones:
-        features = FeatureCache(run.cache_root / "features", model, states, flips=opts.flip_features)
+        features = FeatureCache(run.cache_root / FEATURES_DIR, model, states, flips=opts.flip_features)
         features.fill(everything, dist.rank, dist.world, progress=dist.main and opts.progress)
         run.barrier()
 

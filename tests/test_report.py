@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from iqa.assess import Assessor
-from iqa.cache import DiffusionCache
+from iqa.cache import STATES_DIR, DiffusionCache
 from iqa.checkpoint import save_checkpoint
 from iqa.cli import main as cli_main
 from iqa.data.datasets import load_dataset
@@ -87,7 +87,7 @@ def test_restoration_reads_the_training_cache(data, tmp_path):
     model = tiny_model()
     save_checkpoint(model, tmp_path / "ck")
     records = ds.records[:2]
-    DiffusionCache(tmp_path / "cache", Assessor(model, device="cpu"), crops=1).fill([r.image for r in records],
+    DiffusionCache(tmp_path / "cache" / STATES_DIR, Assessor(model, device="cpu"), crops=1).fill([r.image for r in records],
                                                                                   progress=False)
     row = restoration(str(tmp_path / "ck"), str(tmp_path / "cache"), 1, records, tmp_path / "fig.png")
     assert row.pairs == 2 and np.isfinite([row.psnr_distorted, row.psnr_restored, row.ssim_restored]).all()
