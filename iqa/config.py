@@ -166,7 +166,7 @@ def lite() -> ModelConfig:
     available offline), a small U-Net run on the crops, deterministic DDIM with 10 steps, a
     14 x 14 token grid (16 px cells) instead of 28 x 28, one TAB per position instead of two and
     narrower Swin stages (128 / 64). The diffusion runs on the residual reference − distorted with
-    x0 prediction and GroupNorm (see iqa/diffusion.py), so a CPU-length training run restores."""
+    x0 prediction and GroupNorm (see iqa/diffusion.py): untrained, it returns its input, not noise."""
     unet = UNetConfig(inner_channel=8, channel_mults=(1, 2, 4, 8), attn_levels=(), res_blocks=1,
                       dropout=0.1, norm="group", norm_groups=8)
     return ModelConfig(

@@ -7,9 +7,8 @@ two noisy intermediate states y1 (less noisy) and y2 (more noisy) for the qualit
 Paper: the process diffuses the reference image itself and the U-Net predicts the noise ε. Options
 (`DiffusionConfig.target` / `.predict`) let it diffuse the residual reference − distorted instead
 (as SRDiff does) and predict the clean sample x0; with both, the U-Net's last convolution starts at
-zero so an untrained network returns the distorted image unchanged, and a short CPU training run
-improves on the input instead of producing noise (the `lite` preset). States are always returned
-in image space: y = distorted + residual state.
+zero so an untrained network returns the distorted image unchanged instead of noise (the `lite`
+preset). States are always returned in image space: y = distorted + residual state.
 """
 from __future__ import annotations
 
