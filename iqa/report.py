@@ -28,6 +28,7 @@ MONOTONE_MIN = 0.9  # share of adjacent level pairs of the monotone kinds where 
 SRCC_MIN = 0.9  # held-out SRCC
 PEER_MARGIN = 0.15  # SRCC above the better of BRISQUE and NIQE
 PEERS = {"brisque": "BRISQUE", "niqe": "NIQE"}
+CHECKS_FAILED = 3  # exit status of `report --require-checks` when a check fails
 FIGURE_ROWS = 4
 
 
@@ -157,24 +158,29 @@ def restoration(checkpoint: str, cache_dir: str, crops: int, records: list[Recor
     return RestorationRow(len(rows), *(float(v) for v in a.mean(0)))
 
 
-def acceptance(methods: list[MethodResult]) -> list[str]:
-    """The default checkpoint's acceptance checks on the first method, as Markdown lines."""
+@dataclass
+class Check:
+    text: str
+    passed: bool
+
+
+def acceptance(methods: list[MethodResult]) -> list[Check]:
+    """The default checkpoint's acceptance checks on the first method (none if it is a peer)."""
     peers = [m for m in methods if m.name in PEERS.values()]
     if not methods or methods[0].name in PEERS.values():
         return []
     main = methods[0]
-    lines = ["", f"Checks for **{main.name}**:", ""]
     srcc = main.overall.srcc
-    lines.append(f"- held-out SRCC {_fmt(srcc)} ≥ {SRCC_MIN}: {'yes' if srcc >= SRCC_MIN else 'NO'}")
+    checks = [Check(f"held-out SRCC {_fmt(srcc)} ≥ {SRCC_MIN}", srcc >= SRCC_MIN)]
     if peers:
         best = max(peers, key=lambda m: m.overall.srcc)
         gap = srcc - best.overall.srcc
-        lines.append(f"- {_fmt(gap)} above the better peer ({best.name}, {_fmt(best.overall.srcc)}), "
-                     f"needed ≥ {PEER_MARGIN}: {'yes' if gap >= PEER_MARGIN else 'NO'}")
+        checks.append(Check(f"{_fmt(gap)} above the better peer ({best.name}, {_fmt(best.overall.srcc)}), "
+                            f"needed ≥ {PEER_MARGIN}", gap >= PEER_MARGIN))
     share = main.monotone_kinds_share
-    lines.append(f"- score falls with level on {_fmt(share)} of the monotone kinds' adjacent level pairs, "
-                 f"needed ≥ {MONOTONE_MIN}: {'yes' if share >= MONOTONE_MIN else 'NO'}")
-    return lines
+    checks.append(Check(f"score falls with level on {_fmt(share)} of the monotone kinds' adjacent level pairs, "
+                        f"needed ≥ {MONOTONE_MIN}", share >= MONOTONE_MIN))
+    return checks
 
 
 def _shown(path: Path) -> str:
@@ -209,7 +215,10 @@ def render(methods: list[MethodResult], rest: RestorationRow | None, meta: dict)
     lines += ["", "\"Score falls with level\": share of adjacent level pairs (same photo, same kind) where the "
               "score falls. Monotone kinds are those whose pseudo-MOS labels fall at every level step on every "
               f"test photo ({meta['monotone_kinds']} of {meta['n_kinds']} kinds here)."]
-    lines += acceptance(methods)
+    checks = acceptance(methods)
+    if checks:
+        lines += ["", f"Checks for **{methods[0].name}**:", ""]
+        lines += [f"- {c.text}: {'yes' if c.passed else 'NO'}" for c in checks]
     kinds = sorted({k for m in methods for k in m.by_kind})
     lines += ["", "SRCC per distortion kind:", "",
               "| kind | " + " | ".join(m.name for m in methods) + " |",
@@ -239,6 +248,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crops", type=int, default=1, help="K fixed crops the training used")
     p.add_argument("--out", default="docs/RESULTS.md")
     p.add_argument("--json", default=None, help="also write the numbers as JSON")
+    p.add_argument("--require-checks", action="store_true",
+                   help=f"exit with status {CHECKS_FAILED} unless the first method passes every acceptance check")
     p.set_defaults(func=run)
 
 
@@ -267,10 +278,15 @@ def run(args: argparse.Namespace) -> int:
             "n_kinds": len({str(r.extra["distortion"]) for r in records if "distortion" in r.extra}),
             "command": "python -m iqa report " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["report"] else "python -m iqa report"}
     out.parent.mkdir(parents=True, exist_ok=True)
+    checks = acceptance(methods)
     out.write_text(render(methods, rest, meta))
     if args.json:
         Path(args.json).write_text(json.dumps({"methods": [asdict(m) for m in methods],
-                                               "restoration": asdict(rest) if rest else None, **meta},
+                                               "restoration": asdict(rest) if rest else None,
+                                               "checks": [asdict(c) for c in checks], **meta},
                                               indent=2, default=float))
     print(out.read_text())
+    if args.require_checks and not (checks and all(c.passed for c in checks)):
+        print("error: the first method does not pass every acceptance check", file=sys.stderr)
+        return CHECKS_FAILED
     return 0

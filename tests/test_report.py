@@ -12,7 +12,7 @@ from iqa.checkpoint import save_checkpoint
 from iqa.cli import main as cli_main
 from iqa.data.datasets import load_dataset
 from iqa.data.splits import make_splits, save_splits
-from iqa.report import method_result, monotone_kinds, monotonicity, read_predictions, restoration
+from iqa.report import CHECKS_FAILED, method_result, monotone_kinds, monotonicity, read_predictions, restoration
 from tests.helpers import photo, tiny_model
 
 KINDS, LEVELS, PHOTOS = ("blur", "noise"), (1, 2, 3), ("a", "b", "c", "d", "e")
@@ -79,7 +79,18 @@ def test_report_command_from_run_metrics(data, tmp_path):
     text = out.read_text()
     assert "| model |" in text and "not human opinion" in text and "| blur |" in text
     assert "| BRISQUE |" in text and "| NIQE |" in text and (tmp_path / "niqe_test_predictions.csv").is_file()
-    assert json.loads((tmp_path / "r.json").read_text())["methods"][0]["name"] == "model"
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["methods"][0]["name"] == "model"
+    # on this plain-noise set BRISQUE is near-perfect too, so only the peer-margin check fails
+    assert [c["passed"] for c in report["checks"]] == [True, False, True] and "Checks for **model**" in text
+    # --require-checks: the near-perfect model passes, one whose score rises with the level fails
+    common = ["report", "--split-file", str(split), "--out", str(out), "--require-checks", "--no-peers"]
+    assert cli_main([*common, "--method", f"model={run}"]) == 0
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.json").write_text(json.dumps({"predictions": [{**p, "pred": -p["mos"]} for p in preds]}))
+    assert cli_main([*common, "--method", f"bad={bad}"]) == CHECKS_FAILED
+    assert "held-out SRCC" in out.read_text() and ": NO" in out.read_text()
 
 
 def test_restoration_reads_the_training_cache(data, tmp_path):
