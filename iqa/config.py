@@ -98,7 +98,8 @@ class VDAConfig:
         default_factory=lambda: BackboneConfig(name="resnet50", indices=(4,))
     )
     share_vcg_backbone: bool = False  # reuse the VCG backbone (one pass per state) instead of a second one
-    feature: str = "logits"  # "logits" (released code: 1000-d) or "pooled" (pre-logits features)
+    feature: str = "logits"  # "logits" (released code: 1000-d), "pooled" (pre-logits) or "stats" (map mean/std)
+    input_norm: bool = False  # BatchNorm (no affine) on g and each difference before the token maps
     grid: int = 28
     token_dim: int = 64  # channels per token after the Linear to the 784-token layout
     dropout: float = 0.1
@@ -165,8 +166,10 @@ def lite() -> ModelConfig:
     """CPU-friendly: same classes, smaller sizes. One shared EfficientNet-Lite0 (ImageNet weights
     available offline), a small U-Net run on the crops, deterministic DDIM with 10 steps, a
     14 x 14 token grid (16 px cells) instead of 28 x 28, one TAB per position instead of two and
-    narrower Swin stages (128 / 64). The diffusion runs on the residual reference − distorted with
-    x0 prediction and GroupNorm (see iqa/diffusion.py): untrained, it returns its input, not noise."""
+    narrower Swin stages (128 / 64). The VDA branch compares the channel mean / std statistics of
+    the four backbone stages (`iqa.backbones.map_statistics`), standardised, instead of the logits.
+    The diffusion runs on the residual reference − distorted with x0 prediction and GroupNorm (see
+    iqa/diffusion.py): untrained, it returns its input, not noise."""
     unet = UNetConfig(inner_channel=8, channel_mults=(1, 2, 4, 8), attn_levels=(), res_blocks=1,
                       dropout=0.1, norm="group", norm_groups=8)
     return ModelConfig(
@@ -179,7 +182,7 @@ def lite() -> ModelConfig:
             swin_heads=(4, 4), mlp_hidden=128, grid=14, window=7,
         ),
         vda=VDAConfig(backbone=BackboneConfig(name="efficientnet_lite0", indices=(4,)),
-                      share_vcg_backbone=True, token_dim=32, grid=14),
+                      share_vcg_backbone=True, token_dim=32, grid=14, feature="stats", input_norm=True),
         mean=IMAGENET_MEAN, std=IMAGENET_STD,
     )
 

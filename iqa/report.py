@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import shlex
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iqa.cache import file_sha256
 from iqa.data.datasets import Record
 from iqa.data.splits import load_splits
 from iqa.metrics import Correlations, correlations
@@ -113,9 +115,21 @@ def method_result(name: str, records: list[Record], pred: dict[str, float], rel)
     return MethodResult(name, overall, by_kind, share, n, mono_share, mono_n)
 
 
-def peer_predictions(name: str, records: list[Record], root: Path, out_csv: Path) -> dict[str, float]:
-    """BRISQUE / NIQE predictions on `records`, computed once and kept in `out_csv`."""
-    if out_csv.is_file():
+def images_digest(records: list[Record], rel) -> str:
+    """sha256 over the (relative path, content hash) of every image: what a peer's predictions depend on."""
+    h = hashlib.sha256()
+    for r in sorted(records, key=lambda r: rel(r.image)):
+        h.update(f"{rel(r.image)}|{file_sha256(r.image)}\n".encode())
+    return h.hexdigest()
+
+
+def peer_predictions(name: str, records: list[Record], root: Path, out_csv: Path, rel) -> dict[str, float]:
+    """BRISQUE / NIQE predictions on `records`, computed once and kept in `out_csv`. A sidecar file
+    (`out_csv` + ".sha256") holds `images_digest(records)`: other images, or the same names with
+    other content (a rebuilt synthetic set), are scored again instead of reusing stale numbers."""
+    sidecar = out_csv.with_name(out_csv.name + ".sha256")
+    digest = images_digest(records, rel)
+    if out_csv.is_file() and sidecar.is_file() and sidecar.read_text().strip() == digest:
         return read_predictions(out_csv)
     from iqa.evaluate import evaluate, write_predictions
     from iqa.peers import load_peer
@@ -123,6 +137,7 @@ def peer_predictions(name: str, records: list[Record], root: Path, out_csv: Path
     result = evaluate(load_peer(name), records, method=name, root=root)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     write_predictions(result, out_csv)
+    sidecar.write_text(digest + "\n")
     return read_predictions(out_csv)
 
 
@@ -267,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
         methods.append(method_result(name, records, read_predictions(path), ds.relative))
     if args.peers:
         for peer, label in PEERS.items():
-            pred = peer_predictions(peer, records, ds.root, out.parent / f"{peer}_test_predictions.csv")
+            pred = peer_predictions(peer, records, ds.root, out.parent / f"{peer}_test_predictions.csv", ds.relative)
             methods.append(method_result(label, records, pred, ds.relative))
     rest = None
     if args.checkpoint and args.cache:

@@ -56,3 +56,17 @@ def test_maps_and_head_outputs():
     assert [m.shape[1] for m in maps] == bb.channels and logits.shape == (2, 1000)
     _, pooled = bb(torch.zeros(2, 3, 224, 224), maps=False, head="pooled")
     assert pooled.shape == (2, bb.head_dim("pooled"))
+
+
+def test_stats_head_is_mean_and_std_of_the_maps():
+    bb = Backbone(BackboneConfig(name="resnet10t", indices=(1, 2), pretrained="none")).eval()
+    x = torch.randn(2, 3, 64, 64)
+    maps, stats = bb(x, head="stats")
+    assert stats.shape == (2, bb.head_dim("stats")) == (2, 2 * sum(bb.channels))
+    c = bb.channels[0]
+    assert torch.allclose(stats[:, :c], maps[0].mean((2, 3)), atol=1e-5)
+    assert torch.allclose(stats[:, c:2 * c], maps[0].std((2, 3)), atol=1e-5)
+    no_maps, again = bb(x, maps=False, head="stats")
+    assert no_maps == [] and torch.allclose(again, stats)
+    with pytest.raises(ValueError, match="stats"):
+        bb.head_dim("mean")

@@ -12,7 +12,8 @@ from iqa.checkpoint import save_checkpoint
 from iqa.cli import main as cli_main
 from iqa.data.datasets import load_dataset
 from iqa.data.splits import make_splits, save_splits
-from iqa.report import CHECKS_FAILED, method_result, monotone_kinds, monotonicity, read_predictions, restoration
+from iqa.report import (CHECKS_FAILED, method_result, monotone_kinds, monotonicity, peer_predictions, read_predictions,
+                        restoration)
 from tests.helpers import photo, tiny_model
 
 KINDS, LEVELS, PHOTOS = ("blur", "noise"), (1, 2, 3), ("a", "b", "c", "d", "e")
@@ -104,3 +105,24 @@ def test_restoration_reads_the_training_cache(data, tmp_path):
     assert row.pairs == 2 and np.isfinite([row.psnr_distorted, row.psnr_restored, row.ssim_restored]).all()
     # the untrained residual network returns its input: y0 = x
     assert row.psnr_restored == pytest.approx(row.psnr_distorted) and row.ssim_restored == pytest.approx(row.ssim_distorted)
+
+
+def test_peer_predictions_are_recomputed_when_the_images_change(data, tmp_path):
+    ds = load_dataset(data, "generic")
+    records = ds.records[:3]
+    out = tmp_path / "brisque_test_predictions.csv"
+    first = peer_predictions("brisque", records, ds.root, out, ds.relative)
+    assert set(first) == {ds.relative(r.image) for r in records}
+    out.write_text(out.read_text().replace(str(first[ds.relative(records[0].image)]), "12345"))
+    assert peer_predictions("brisque", records, ds.root, out, ds.relative)[ds.relative(records[0].image)] == 12345
+    # same names, other pixels (a rebuilt set): the stored numbers are not reused
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for r in records:
+        img = (255 - np.asarray(Image.open(r.image))) if r is records[0] else np.asarray(Image.open(r.image))
+        (changed / ds.relative(r.image)).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(changed / ds.relative(r.image))
+    moved = [dataclasses.replace(r, image=changed / ds.relative(r.image)) for r in records]
+    again = peer_predictions("brisque", moved, changed, out, lambda p: str(Path(p).relative_to(changed)))
+    assert again[ds.relative(records[0].image)] != 12345
+    assert again[ds.relative(records[1].image)] == pytest.approx(first[ds.relative(records[1].image)], abs=1e-4)
