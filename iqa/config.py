@@ -99,7 +99,7 @@ class VDAConfig:
     )
     share_vcg_backbone: bool = False  # reuse the VCG backbone (one pass per state) instead of a second one
     feature: str = "logits"  # "logits" (released code: 1000-d), "pooled" (pre-logits) or "stats" (map mean/std)
-    input_norm: bool = False  # BatchNorm (no affine) on g and each difference before the token maps
+    input_norm: bool = False  # standardise g and each difference (running mean / std) before the token maps
     grid: int = 28
     token_dim: int = 64  # channels per token after the Linear to the 784-token layout
     dropout: float = 0.1
@@ -164,7 +164,7 @@ def paper() -> ModelConfig:
 
 def lite() -> ModelConfig:
     """CPU-friendly: same classes, smaller sizes. One shared EfficientNet-Lite0 (ImageNet weights
-    available offline), a small U-Net run on the crops, deterministic DDIM with 10 steps, a
+    available offline), a small U-Net run on the crops, deterministic DDIM with 5 steps, a
     14 x 14 token grid (16 px cells) instead of 28 x 28, one TAB per position instead of two and
     narrower Swin stages (128 / 64). The VDA branch compares the channel mean / std statistics of
     the four backbone stages (`iqa.backbones.map_statistics`), standardised, instead of the logits.

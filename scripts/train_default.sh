@@ -37,8 +37,8 @@ else
     train() { $PY -m iqa train "${COMMON[@]}" --batch 16 "$@"; }
 fi
 train --preset lite --diffusion runs/diffusion/last --out runs/lite
-train --preset lite:no-diffusion --out runs/lite-no-diffusion
 train --preset lite:vda-only --diffusion runs/diffusion/last --out runs/lite-vda-only
+train --preset lite:no-diffusion --out runs/lite-no-diffusion
 train --preset lite:vcg-only --diffusion runs/diffusion/last --out runs/lite-vcg-only
 $PY -m iqa report --split-file "$SPLIT" --split-index 0 \
     --method "DiffV2IQA lite"=runs/lite --method "VCG only"=runs/lite-vcg-only \
