@@ -2,10 +2,10 @@
 
 For every image of a split's train / val / test parts, the frozen `lite` backbone (EfficientNet-Lite0,
 ImageNet weights) runs on the centre crop of the distorted image x and of its reference, and
-optionally on the restoration y0 of a diffusion checkpoint. Each crop becomes the `lite` VDA branch's
-global vector g: the spatial mean and standard deviation of every channel of stages 1-4 (992 values). A ridge
-regression is fitted on the train part (its strength chosen on val) and scored on val and test
-(SRCC) for these inputs:
+optionally on the restoration y0 of a diffusion checkpoint. Each crop becomes the `lite` VDA
+branch's global vector g: the spatial mean and standard deviation of every channel of stages 1-4
+(992 values). A ridge regression is fitted on the train part (its strength chosen on val) and
+scored on val and test (SRCC) for these inputs:
 
 - `x`: the no-reference baseline (what frozen features of the distorted image alone say), beside
   `x, pooled`: the classifier's pooled last-layer features of x (the global vector the VDA branch
@@ -14,7 +14,7 @@ regression is fitted on the train part (its strength chosen on val) and scored o
   an upper bound of what restoration can add with these features and a linear head;
 - `|g(x) - g(y0)|` (with --diffusion): the same with the checkpoint's actual restoration.
 
-    python scripts/feature_probe.py --split-file data/synth_split.json [--diffusion runs/diffusion/last] \
+    python scripts/feature_probe.py --split-file data/synth_c0_split.json [--diffusion runs/diffusion/last] \
         [--limit 0] [--threads 2]
 """
 from __future__ import annotations
