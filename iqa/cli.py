@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "iqa.train_iqa",
     "iqa.train_diffusion",
     "iqa.report",
+    "iqa.bundle",
 ]
 
 

@@ -115,6 +115,22 @@ def method_result(name: str, records: list[Record], pred: dict[str, float], rel)
     return MethodResult(name, overall, by_kind, share, n, mono_share, mono_n)
 
 
+def kind_level_oracle(train: list[Record], test: list[Record]) -> float:
+    """SRCC of a reference predictor that is told each test image's distortion kind and level (not its
+    content) and answers the mean training label of that (kind, level): how far knowing the distortion
+    alone goes. What it misses is the labels' dependence on content. NaN without kind/level columns."""
+    def key(r: Record):
+        return str(r.extra.get("distortion")), str(r.extra.get("level"))
+    means: dict[tuple[str, str], list[float]] = {}
+    for r in train:
+        if "distortion" in r.extra and "level" in r.extra:
+            means.setdefault(key(r), []).append(r.mos)
+    keep = [r for r in test if key(r) in means]
+    if len(keep) < 3:
+        return float("nan")
+    return correlations([float(np.mean(means[key(r)])) for r in keep], [r.mos for r in keep]).srcc
+
+
 def images_digest(records: list[Record], rel) -> str:
     """sha256 over the (relative path, content hash) of every image: what a peer's predictions depend on."""
     h = hashlib.sha256()
@@ -230,6 +246,11 @@ def render(methods: list[MethodResult], rest: RestorationRow | None, meta: dict)
     lines += ["", "\"Score falls with level\": share of adjacent level pairs (same photo, same kind) where the "
               "score falls. Monotone kinds are those whose pseudo-MOS labels fall at every level step on every "
               f"test photo ({meta['monotone_kinds']} of {meta['n_kinds']} kinds here)."]
+    if np.isfinite(meta.get("kind_level_oracle_srcc", float("nan"))):
+        lines += ["", "For scale: a reference predictor told each test image's distortion kind and level, which "
+                  "answers the mean training label of that kind and level, reaches SRCC "
+                  f"{_fmt(meta['kind_level_oracle_srcc'])}. Knowing the distortion is not enough: the labels also "
+                  "depend on the photo's content, which a model has to judge from the distorted image alone."]
     checks = acceptance(methods)
     if checks:
         lines += ["", f"Checks for **{methods[0].name}**:", ""]
@@ -290,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {"dataset": _shown(ds.root), "split_file": args.split_file, "split_index": args.split_index,
             "n_test": len(records), "n_groups": len({r.group for r in records}),
             "monotone_kinds": len(monotone_kinds(records, ds.relative)),
+            "kind_level_oracle_srcc": kind_level_oracle(splits.part(args.split_index, "train"), records),
             "n_kinds": len({str(r.extra["distortion"]) for r in records if "distortion" in r.extra}),
             "command": "python -m iqa report " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["report"] else "python -m iqa report"}
     out.parent.mkdir(parents=True, exist_ok=True)

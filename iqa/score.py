@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from iqa.assess import DEFAULT_CROPS, Assessor, load
+from iqa.bundle import provisional_note
 from iqa.config import PRESETS
 from iqa.images import ImageError
 
@@ -228,10 +229,13 @@ def open_assessor(args: argparse.Namespace) -> Assessor | None:
     """The model named by --checkpoint / --preset (else the bundled default), or None after
     printing why it cannot be loaded."""
     try:
-        return load(args.checkpoint or args.preset or None, device=args.device)
+        assessor = load(args.checkpoint or args.preset or None, device=args.device)
     except (FileNotFoundError, ValueError) as err:  # missing default, bad checkpoint, no CUDA
         print(f"error: {err}", file=sys.stderr)
         return None
+    if note := provisional_note(assessor.card):
+        print(f"note: {note}", file=sys.stderr)
+    return assessor
 
 
 def register(subparsers) -> None:

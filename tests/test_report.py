@@ -12,7 +12,7 @@ from iqa.checkpoint import save_checkpoint
 from iqa.cli import main as cli_main
 from iqa.data.datasets import load_dataset
 from iqa.data.splits import make_splits, save_splits
-from iqa.report import (CHECKS_FAILED, method_result, monotone_kinds, monotonicity, peer_predictions, read_predictions,
+from iqa.report import (CHECKS_FAILED, kind_level_oracle, method_result, monotone_kinds, monotonicity, peer_predictions, read_predictions,
                         restoration)
 from tests.helpers import photo, tiny_model
 
@@ -64,6 +64,19 @@ def test_monotone_kinds_leave_out_kinds_whose_labels_rise(data):
     assert share == 1.0 and pairs == len(PHOTOS) * (len(LEVELS) - 1)
 
 
+def test_kind_level_oracle_knows_the_distortion_but_not_the_content(data):
+    ds = load_dataset(data, "generic")
+    train = [r for r in ds.records if r.group in PHOTOS[:3]]
+    test = [r for r in ds.records if r.group not in PHOTOS[:3]]
+    # labels here fall with the level and barely depend on the photo (ties between photos aside)
+    assert kind_level_oracle(train, test) > 0.9
+    # a content term that outweighs the level: the oracle, blind to content, drops far below 1
+    shifted = [dataclasses.replace(r, mos=r.mos + (1.0 if r.group == PHOTOS[3] else 0.0)) for r in test]
+    assert kind_level_oracle(train, shifted) < 0.5
+    no_kinds = [dataclasses.replace(r, extra={}) for r in test]
+    assert np.isnan(kind_level_oracle(train, no_kinds))
+
+
 def test_report_command_from_run_metrics(data, tmp_path):
     ds = load_dataset(data, "generic")
     split = tmp_path / "split.json"
@@ -79,6 +92,7 @@ def test_report_command_from_run_metrics(data, tmp_path):
                      "--out", str(out), "--json", str(tmp_path / "r.json")]) == 0
     text = out.read_text()
     assert "| model |" in text and "not human opinion" in text and "| blur |" in text
+    assert "told each test image's distortion kind and level" in text
     assert "| BRISQUE |" in text and "| NIQE |" in text and (tmp_path / "niqe_test_predictions.csv").is_file()
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["methods"][0]["name"] == "model"

@@ -15,6 +15,7 @@ from ui.state import AppState, ModelInfo
 CARD_SECTIONS = (  # (card key, row name) shown first, in this order; other card keys follow
     ("training_data", "Training data"),
     ("data", "Training data"),
+    ("evaluation", "Held-out report"),
     ("metrics", "Metrics"),
     ("test_metrics", "Metrics"),
     ("provenance", "Provenance"),
@@ -67,6 +68,8 @@ def card_markdown(info: ModelInfo) -> str:
     if info.untrained:
         lines.append("> **Untrained quality heads: scores are not meaningful.** Train one in the Train tab or add "
                      "`checkpoints/default`.")
+    elif info.provisional_note:
+        lines.append(f"> **{esc(info.provisional_note)}**")
     rows = [("Preset", cfg.name), ("Checkpoint", str(c.path) if c.path else "none (preset with random heads)")]
     if params:
         rows.append(("Parameters", f"{_millions(params.get('total'))} (" + ", ".join(

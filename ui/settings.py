@@ -45,6 +45,8 @@ def model_banner(info: ModelInfo) -> str:
     if info.untrained:
         return (f'<div class="iqa-untrained">⚠ <b>{esc(info.choice.label)}</b>: untrained quality heads, '
                 "scores are not meaningful. Train a model in the Train tab or add checkpoints/default.</div>")
+    if info.provisional_note:
+        return f'<div class="iqa-untrained">⚠ <b>{esc(info.choice.label)}</b>: {esc(info.provisional_note)}</div>'
     return ""
 
 

@@ -17,6 +17,7 @@ import torch
 
 import iqa
 from iqa.assess import DEFAULT_CHECKPOINT, resolve_device
+from iqa.bundle import provisional_note
 from iqa.checkpoint import WEIGHTS, read_metadata
 from iqa.config import PRESETS, ModelConfig, preset
 from ui.training_job import JobSlot
@@ -84,6 +85,11 @@ class ModelInfo:
     @property
     def untrained(self) -> bool:
         return self.choice.is_preset or is_untrained(self.card)
+
+    @property
+    def provisional_note(self) -> str:
+        """Non-empty for a checkpoint bundled although it failed its acceptance checks."""
+        return provisional_note(self.card)
 
 
 def _checkpoint_choice(path: Path, label: str) -> ModelChoice:
