@@ -14,7 +14,7 @@ scored on val and test (SRCC) for these inputs:
   an upper bound of what restoration can add with these features and a linear head;
 - `|g(x) - g(y0)|` (with --diffusion): the same with the checkpoint's actual restoration.
 
-    python scripts/feature_probe.py --split-file data/synth_c0_split.json [--diffusion runs/diffusion/last] \
+    python scripts/feature_probe.py --split-file data/synth_split.json [--diffusion runs/diffusion/last] \
         [--limit 0] [--threads 2]
 """
 from __future__ import annotations
