@@ -8,7 +8,7 @@
 # CPU only; every step resumes where it stopped when the script is run again (re-run the same command
 # after an interruption).
 #   PRISTINE=../shared/pristine LANES=2 bash scripts/train_default.sh
-# Run times on the 2-core CPU machine are in docs/RESULTS.md's header and the README.
+# Run times on the 2-core CPU machine are in the README (Results of the latest default-checkpoint run).
 # LANES=2 runs each training as two torchrun processes of one thread each (on 2 cores: faster than one
 # process with two threads); they share the cache filling and each takes half of every batch of 16.
 set -euo pipefail

@@ -7,6 +7,7 @@ from iqa.bundle import bundle, is_provisional, provisional_note
 from iqa.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from iqa.cli import main as cli_main
 from tests.helpers import photo, tiny_model
+from ui import model_tab
 from ui.settings import model_banner
 from ui.state import AppState
 
@@ -41,6 +42,8 @@ def test_bundle_failing_checks_is_provisional(run_best, tmp_path, capsys):
 
     app = AppState.create(out, runs_dir=tmp_path / "runs")
     assert "provisional" in model_banner(app.info(app.default))
+    text, _ = model_tab.show(app, app.default)
+    assert "provisional model" in text and "Held-out report" in text
 
 
 def test_bundle_passing_checks_is_plain(run_best, tmp_path):
