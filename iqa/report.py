@@ -246,11 +246,12 @@ def render(methods: list[MethodResult], rest: RestorationRow | None, meta: dict)
     lines += ["", "\"Score falls with level\": share of adjacent level pairs (same photo, same kind) where the "
               "score falls. Monotone kinds are those whose pseudo-MOS labels fall at every level step on every "
               f"test photo ({meta['monotone_kinds']} of {meta['n_kinds']} kinds here)."]
-    if np.isfinite(meta.get("kind_level_oracle_srcc", float("nan"))):
+    oracle = meta.get("kind_level_oracle_srcc", float("nan"))
+    if np.isfinite(oracle):
         lines += ["", "For scale: a reference predictor told each test image's distortion kind and level, which "
-                  "answers the mean training label of that kind and level, reaches SRCC "
-                  f"{_fmt(meta['kind_level_oracle_srcc'])}. Knowing the distortion is not enough: the labels also "
-                  "depend on the photo's content, which a model has to judge from the distorted image alone."]
+                  f"answers the mean training label of that kind and level, reaches SRCC {_fmt(oracle)}."
+                  + (" Knowing the distortion is not enough: the labels also depend on the photo's content, which "
+                     "a model has to judge from the distorted image alone." if oracle < SRCC_MIN else "")]
     checks = acceptance(methods)
     if checks:
         lines += ["", f"Checks for **{methods[0].name}**:", ""]
