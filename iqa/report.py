@@ -76,7 +76,8 @@ def _level_sequences(records: list[Record], values: dict[str, float], rel) -> di
     for r in records:
         key = rel(r.image)
         if key in values and "distortion" in r.extra and "level" in r.extra:
-            seqs.setdefault((r.group, str(r.extra["distortion"])), {})[int(r.extra["level"])] = values[key]
+            content = str(r.ref) if r.ref is not None else r.group  # a group may hold several crops
+            seqs.setdefault((content, str(r.extra["distortion"])), {})[int(r.extra["level"])] = values[key]
     return {k: [v[level] for level in sorted(v)] for k, v in seqs.items()}
 
 
@@ -243,9 +244,9 @@ def render(methods: list[MethodResult], rest: RestorationRow | None, meta: dict)
                      f"{_fmt(c.rmse) if m.name not in PEERS.values() else '–'} | "
                      f"{_fmt(m.monotone_share)} of {m.monotone_pairs} | "
                      f"{_fmt(m.monotone_kinds_share)} of {m.monotone_kinds_pairs} |")
-    lines += ["", "\"Score falls with level\": share of adjacent level pairs (same photo, same kind) where the "
-              "score falls. Monotone kinds are those whose pseudo-MOS labels fall at every level step on every "
-              f"test photo ({meta['monotone_kinds']} of {meta['n_kinds']} kinds here)."]
+    lines += ["", "\"Score falls with level\": share of adjacent level pairs (same reference image, same kind) "
+              "where the score falls. Monotone kinds are those whose pseudo-MOS labels fall at every level step "
+              f"on every test reference ({meta['monotone_kinds']} of {meta['n_kinds']} kinds here)."]
     oracle = meta.get("kind_level_oracle_srcc", float("nan"))
     if np.isfinite(oracle):
         lines += ["", "For scale: a reference predictor told each test image's distortion kind and level, which "

@@ -52,6 +52,17 @@ def test_monotonicity_counts_adjacent_level_pairs(data):
     assert m.monotone_kinds_share == 1.0 and m.monotone_kinds_pairs == n
 
 
+def test_monotonicity_counts_every_crop_of_a_photo(data):
+    """Two crops of one photo share a group but not a reference: both level series count."""
+    ds = load_dataset(data, "generic")
+    second = [dataclasses.replace(r, image=r.image.with_name("c1_" + r.image.name),
+                                  ref=r.ref.with_name("c1_" + r.ref.name)) for r in ds.records]
+    records = ds.records + second
+    perfect = {ds.relative(r.image): -int(r.extra["level"]) for r in records}
+    share, n = monotonicity(records, perfect, ds.relative)
+    assert share == 1.0 and n == 2 * len(PHOTOS) * len(KINDS) * (len(LEVELS) - 1)
+
+
 def test_monotone_kinds_leave_out_kinds_whose_labels_rise(data):
     ds = load_dataset(data, "generic")
     assert monotone_kinds(ds.records, ds.relative) == set(KINDS)
