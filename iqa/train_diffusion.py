@@ -49,8 +49,8 @@ class DiffusionTrainOptions:
     crop: int = 64
     lr: float = 1e-5  # paper: Adam 1e-5 at batch 256
     ema: float = 0.0  # EMA decay; 0 = off
-    save_every: int = 200
-    sample_every: int = 500
+    save_every: int = 200  # 0: at the end only
+    sample_every: int = 500  # 0: at the end only
     val_pairs: int = 8
     device: str = "auto"
     seed: int = 0
@@ -162,6 +162,28 @@ def measure(diffusion, bank: PairBank, device: torch.device, seed: int,
                               len(per), per)
 
 
+def validate(opts: DiffusionTrainOptions) -> None:
+    """Raise ValueError naming the option when a setting cannot work."""
+    checks = [
+        (opts.steps >= 1, f"--steps must be at least 1, got {opts.steps}"),
+        (opts.batch >= 1, f"--batch must be at least 1, got {opts.batch}"),
+        (opts.crop >= 8, f"--crop must be at least 8 pixels, got {opts.crop}"),
+        (opts.lr > 0, f"--lr must be positive, got {opts.lr}"),
+        (0 <= opts.ema < 1, f"--ema must be in [0, 1) (0 = off), got {opts.ema}"),
+        (opts.save_every >= 0, f"--save-every must be >= 0 (0 = at the end only), got {opts.save_every}"),
+        (opts.sample_every >= 0, f"--sample-every must be >= 0 (0 = at the end only), got {opts.sample_every}"),
+        (opts.val_pairs >= 1, f"--val-pairs must be at least 1, got {opts.val_pairs}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ValueError(msg)
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    """True every `every` steps (never when 0) and at the last step."""
+    return (every > 0 and step % every == 0) or step == last
+
+
 def build_model(opts: DiffusionTrainOptions) -> DiffV2IQA:
     if opts.init:
         model, _ = load_checkpoint(opts.init)
@@ -170,6 +192,7 @@ def build_model(opts: DiffusionTrainOptions) -> DiffV2IQA:
 
 
 def train_diffusion(opts: DiffusionTrainOptions) -> RestorationQuality:
+    validate(opts)
     device = resolve_device(opts.device)
     dist_info = init_distributed(device)
     if device.type == "cuda" and dist_info.world > 1:
@@ -234,13 +257,13 @@ def train_diffusion(opts: DiffusionTrainOptions) -> RestorationQuality:
         losses.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if step % opts.save_every == 0 or step == opts.steps:
+        if _due(step, opts.save_every, opts.steps):
             save_state()
             if dist_info.main:
                 log.write(step=step, loss=float(np.mean(losses)), lr=sched.get_last_lr()[0],
                           pairs_per_s=len(losses) * opts.batch / (time.perf_counter() - t0))
             t0, losses = time.perf_counter(), []
-        if dist_info.main and (step % opts.sample_every == 0 or step == opts.steps):
+        if dist_info.main and _due(step, opts.sample_every, opts.steps):
             q = measure(_eval_module(diffusion, ema), held, device, opts.seed, out / "samples" / f"step{step:06d}.png")
             log.write(step=step, **{k: v for k, v in asdict(q).items() if k != "per_pair"})
     bar.close()
@@ -279,8 +302,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=d.crop, help="training crop side (paper: 64)")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (paper: 1e-5)")
     p.add_argument("--ema", type=float, default=d.ema, help="EMA decay, e.g. 0.999 (0 = off)")
-    p.add_argument("--save-every", type=int, default=d.save_every, help="steps between resumable states")
-    p.add_argument("--sample-every", type=int, default=d.sample_every, help="steps between sample grids")
+    p.add_argument("--save-every", type=int, default=d.save_every,
+                   help="steps between resumable states (0: at the end only)")
+    p.add_argument("--sample-every", type=int, default=d.sample_every,
+                   help="steps between sample grids and held-out PSNR/SSIM (0: at the end only)")
     p.add_argument("--val-pairs", type=int, default=d.val_pairs, help="held-out pairs for PSNR/SSIM")
     p.add_argument("--device", default=d.device)
     p.add_argument("--seed", type=int, default=d.seed)
@@ -290,5 +315,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     fields = DiffusionTrainOptions.__dataclass_fields__
     opts = DiffusionTrainOptions(**{k: v for k, v in vars(args).items() if k in fields})
-    train_diffusion(opts)
+    try:
+        train_diffusion(opts)
+    except (ValueError, OSError) as err:  # bad options, DatasetError, CheckpointError, missing files
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0

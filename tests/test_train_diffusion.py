@@ -75,3 +75,24 @@ def test_dataset_without_references_is_refused(tmp_path):
     Image.new("RGB", (64, 64), (9, 9, 9)).save(tmp_path / "b.png")
     with pytest.raises(SystemExit, match="no \\(distorted, reference\\) pairs"):
         pair_records(_opts(tmp_path, tmp_path / "o", 1))
+
+
+def test_every_zero_means_at_the_end_only(pairs_dir, tmp_path):
+    out = tmp_path / "end"
+    opts = _opts(pairs_dir, out, 3)
+    opts.save_every = opts.sample_every = 0
+    train_diffusion(opts)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [3, 3]  # one loss line, one held-out PSNR line
+    assert "psnr_restored" in log[1] and (out / "samples" / "step000003.png").is_file()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--steps", "0", "--steps must be at least 1"), ("--val-pairs", "0", "--val-pairs must be at least 1"),
+    ("--sample-every", "-1", "--sample-every must be >= 0"), ("--ema", "1", "--ema must be in"),
+])
+def test_bad_options_are_named(pairs_dir, tmp_path, capsys, flag, value, message):
+    code = cli_main(["train-diffusion", "--data", str(pairs_dir), "--preset", "tiny", "--out", str(tmp_path / "o"),
+                     flag, value])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything is written
