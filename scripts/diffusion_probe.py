@@ -1,0 +1,118 @@
+"""Diagnostics for a `train-diffusion` run: does its network restore, and at which image sizes?
+
+For held-out (distorted, reference) pairs of a split (its val part), at each crop size asked for, it
+prints the PSNR against the reference of:
+
+- `input`: the distorted crop;
+- `t=k`: the network's one-step estimate of the clean image at the sampler's level t = k, given the
+  *true* target noised to that level (what training asks of it). At low noise this can beat the
+  input by denoising the noisy truth it is handed; at the highest level (t = n, almost pure noise)
+  the input carries no truth, so that column is what the network restores from the distorted image
+  alone;
+- `restore`: y0 of the full sampler (`Diffusion.restore`), what the quality model is given.
+
+Both the raw weights and the EMA weights of RUN/state.pt are probed (the checkpoint RUN/last holds
+the EMA weights when the run used --ema). One global MSE per cell (identical pairs do not make it
+infinite). Deterministic: the same pairs, windows and noise every time.
+
+    python scripts/diffusion_probe.py runs/diffusion --split-file data/synth_split.json \
+        [--sizes 64 128 224] [--pairs 48] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from iqa.checkpoint import read_metadata  # noqa: E402
+from iqa.config import ModelConfig, preset  # noqa: E402
+from iqa.diffusion import Diffusion  # noqa: E402
+from iqa.schedule import alpha_bars  # noqa: E402
+from iqa.train_diffusion import DiffusionTrainOptions, PairBank, pair_records  # noqa: E402
+
+PEAK_SQUARED = 4.0  # images in [-1, 1]: peak-to-peak range 2
+EMA_PREFIX = "module."
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB) of two batches in [-1, 1] from their global mean squared error."""
+    return float(10 * torch.log10(PEAK_SQUARED / ((a - b) ** 2).mean()))
+
+
+def run_config(run: Path) -> ModelConfig:
+    """The run's model config: from RUN/last, or (a run stopped before its end) from its options."""
+    if (run / "last").exists():
+        return read_metadata(run / "last")[0]
+    options = json.loads((run / "options.json").read_text())
+    return read_metadata(options["init"])[0] if options.get("init") else preset(options["preset"])
+
+
+def networks(run: Path) -> dict[str, Diffusion]:
+    """{"raw": ..., "ema": ...} networks from RUN/state.pt (the latest saved step)."""
+    cfg = run_config(run)
+    state = torch.load(run / "state.pt", map_location="cpu", weights_only=True)
+    out = {}
+    for name, key in (("raw", "diffusion"), ("ema", "ema")):
+        if key not in state:
+            continue
+        sd = {k.removeprefix(EMA_PREFIX): v for k, v in state[key].items() if k != "n_averaged"}
+        net = Diffusion(cfg.diffusion)
+        net.load_state_dict(sd)
+        out[name] = net.eval()
+    return out
+
+
+@torch.no_grad()
+def probe(net: Diffusion, dist: torch.Tensor, ref: torch.Tensor, seed: int) -> list[float]:
+    """PSNR of the one-step estimate at t = 1..n, then of the sampler's y0. dist, ref: (B, 3, s, s)."""
+    cfg = net.cfg
+    residual = cfg.target == "residual"
+    x0 = ref - dist if residual else ref
+    ab = alpha_bars(cfg, cfg.sample_steps)
+    g = torch.Generator().manual_seed(seed)
+    row = []
+    for t in range(1, cfg.sample_steps + 1):
+        a = float(ab[t])
+        x_t = a**0.5 * x0 + (1 - a) ** 0.5 * torch.randn(x0.shape, generator=g)
+        out = net.unet(torch.cat([dist, x_t], dim=1), torch.full((len(dist),), a**0.5))
+        x0_hat = out if cfg.predict == "x0" else (x_t - (1 - a) ** 0.5 * out) / a**0.5
+        row.append(psnr(((dist + x0_hat) if residual else x0_hat).clamp(-1, 1), ref))
+    row.append(psnr(net.restore(dist, generator=torch.Generator().manual_seed(seed)).y0, ref))
+    return row
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", type=Path, help="a train-diffusion run folder (with state.pt and last/)")
+    p.add_argument("--split-file", required=True, help="the split the run was trained on (its val part is probed)")
+    p.add_argument("--data", default="data/synth", help="dataset folder (generic layout with references)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224], help="crop sides to probe")
+    p.add_argument("--pairs", type=int, default=48, help="held-out pairs (evenly spaced over the val part)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    _train, held = pair_records(DiffusionTrainOptions(data=args.data, split_file=args.split_file))
+    bank = PairBank(held[:: max(1, len(held) // args.pairs)][: args.pairs], "loading held-out pairs")
+    nets = networks(args.run)
+    steps = next(iter(nets.values())).cfg.sample_steps
+    step = torch.load(args.run / "state.pt", map_location="cpu", weights_only=True)["step"]
+    print(f"{args.run} (step {step}): {len(bank.pairs)} held-out pairs, PSNR (dB) against the reference; "
+          f"t=1..{steps}: one-step estimate given the noised truth; restore: the sampler's y0")
+    print("| size | weights | input | " + " | ".join(f"t={t}" for t in range(1, steps + 1)) + " | restore |")
+    print("|---" * (steps + 4) + "|")
+    for size in args.sizes:
+        dist, ref = bank.batch(len(bank.pairs), size, np.random.default_rng(args.seed))
+        for name, net in nets.items():
+            row = probe(net, dist, ref, args.seed)
+            print(f"| {size} | {name} | {psnr(dist, ref):.2f} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

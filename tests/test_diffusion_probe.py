@@ -1,0 +1,44 @@
+"""scripts/diffusion_probe.py: the per-level and sampler PSNRs of a diffusion network."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from iqa.config import tiny
+from iqa.diffusion import Diffusion
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "diffusion_probe.py"
+
+
+@pytest.fixture(scope="module")
+def probe_module():
+    spec = importlib.util.spec_from_file_location("diffusion_probe", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_untrained_residual_network_scores_as_its_input(probe_module):
+    """Zero-initialised last layer (residual target, x0 prediction): every estimate is the input."""
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
+    dist = (ref + 0.1 * torch.randn(ref.shape, generator=g)).clamp(-1, 1)
+    net = Diffusion(tiny().diffusion).eval()
+    row = probe_module.probe(net, dist, ref, seed=0)
+    assert len(row) == net.cfg.sample_steps + 1
+    assert row == pytest.approx([probe_module.psnr(dist, ref)] * len(row), abs=1e-4)
+
+
+def test_a_network_handed_the_truth_beats_the_input(probe_module):
+    """A network whose x0 estimate is its noisy input: at the lowest noise level it nearly returns
+    the truth (well above the input), at pure noise it returns noise (far below)."""
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
+    dist = (ref + 0.3 * torch.randn(ref.shape, generator=g)).clamp(-1, 1)
+    cfg = tiny().diffusion
+    cfg.sample_steps = 50  # t = 1 then carries little noise
+    net = Diffusion(cfg).eval()
+    net.unet.forward = lambda x, gamma: x[:, 3:] / gamma[:, None, None, None]  # x_t / sqrt(ab)
+    row = probe_module.probe(net, dist, ref, seed=0)
+    assert row[0] > probe_module.psnr(dist, ref) + 3 > row[cfg.sample_steps - 1] + 3
