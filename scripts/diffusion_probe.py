@@ -1,7 +1,8 @@
 """Diagnostics for a `train-diffusion` run: does its network restore, and at which image sizes?
 
-For held-out (distorted, reference) pairs of a split (its val part), at each crop size asked for, it
-prints the PSNR against the reference of:
+For held-out (distorted, reference) pairs of the run's own data and split (the split's val part, or
+the groups `train-diffusion` held out), at each crop size asked for, it prints the PSNR against the
+reference of:
 
 - `input`: the distorted crop;
 - `t=k`: the network's one-step estimate of the clean image at the sampler's level t = k, given the
@@ -15,8 +16,7 @@ Both the raw weights and the EMA weights of RUN/state.pt are probed (the checkpo
 the EMA weights when the run used --ema). One global MSE per cell (identical pairs do not make it
 infinite). Deterministic: the same pairs, windows and noise every time.
 
-    python scripts/diffusion_probe.py runs/diffusion --split-file data/synth_split.json \
-        [--sizes 64 128 224] [--pairs 48] [--threads 2]
+    python scripts/diffusion_probe.py runs/diffusion [--sizes 64 128 224] [--pairs 48] [--threads 2]
 """
 from __future__ import annotations
 
@@ -29,11 +29,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from iqa.checkpoint import read_metadata  # noqa: E402
-from iqa.config import ModelConfig, preset  # noqa: E402
 from iqa.diffusion import Diffusion  # noqa: E402
 from iqa.schedule import alpha_bars  # noqa: E402
-from iqa.train_diffusion import DiffusionTrainOptions, PairBank, pair_records  # noqa: E402
+from iqa.train_diffusion import DiffusionTrainOptions, PairBank, build_model, pair_records  # noqa: E402
 
 PEAK_SQUARED = 4.0  # images in [-1, 1]: peak-to-peak range 2
 EMA_PREFIX = "module."
@@ -44,17 +42,15 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(PEAK_SQUARED / ((a - b) ** 2).mean()))
 
 
-def run_config(run: Path) -> ModelConfig:
-    """The run's model config: from RUN/last, or (a run stopped before its end) from its options."""
-    if (run / "last").exists():
-        return read_metadata(run / "last")[0]
-    options = json.loads((run / "options.json").read_text())
-    return read_metadata(options["init"])[0] if options.get("init") else preset(options["preset"])
+def run_options(run: Path) -> DiffusionTrainOptions:
+    """The options the run was started with (RUN/options.json)."""
+    return DiffusionTrainOptions(**json.loads((run / "options.json").read_text()))
 
 
 def networks(run: Path) -> dict[str, Diffusion]:
-    """{"raw": ..., "ema": ...} networks from RUN/state.pt (the latest saved step)."""
-    cfg = run_config(run)
+    """{"raw": ..., "ema": ...} networks from RUN/state.pt (the latest saved step; a run stopped
+    before its end has no RUN/last), configured as the run's training built them."""
+    cfg = build_model(run_options(run)).cfg
     state = torch.load(run / "state.pt", map_location="cpu", weights_only=True)
     out = {}
     for name, key in (("raw", "diffusion"), ("ema", "ema")):
@@ -88,16 +84,15 @@ def probe(net: Diffusion, dist: torch.Tensor, ref: torch.Tensor, seed: int) -> l
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run", type=Path, help="a train-diffusion run folder (with state.pt and last/)")
-    p.add_argument("--split-file", required=True, help="the split the run was trained on (its val part is probed)")
-    p.add_argument("--data", default="data/synth", help="dataset folder (generic layout with references)")
+    p.add_argument("run", type=Path, help="a train-diffusion run folder (options.json, state.pt); its data "
+                                          "and split are used, the held-out part probed")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224], help="crop sides to probe")
     p.add_argument("--pairs", type=int, default=48, help="held-out pairs (evenly spaced over the val part)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    _train, held = pair_records(DiffusionTrainOptions(data=args.data, split_file=args.split_file))
+    _train, held = pair_records(run_options(args.run))
     bank = PairBank(held[:: max(1, len(held) // args.pairs)][: args.pairs], "loading held-out pairs")
     nets = networks(args.run)
     steps = next(iter(nets.values())).cfg.sample_steps
