@@ -41,6 +41,7 @@ class DiffusionTrainOptions:
     csv: str | None = None
     split_file: str | None = None
     split_index: int = 0
+    kinds: tuple[str, ...] | None = None  # train (and measure) only on pairs of these distortion kinds
     preset: str = "lite"
     init: str | None = None  # start from this checkpoint's diffusion weights (and config)
     out: str = "runs/diffusion"
@@ -82,11 +83,36 @@ def pair_records(opts: DiffusionTrainOptions) -> tuple[list[Record], list[Record
         train = [r for r in ds.records if r.group not in held_groups]
         held = [r for r in ds.records if r.group in held_groups]
     train, held = [r for r in train if r.ref], [r for r in held if r.ref]
+    if opts.kinds:
+        train, held = of_kinds(train, opts.kinds), of_kinds(held, opts.kinds, check=False)
     if not train:
         raise SystemExit("error: no (distorted, reference) pairs in the training data: the diffusion network "
                          "trains on datasets with references (synthetic sets, LIVE, CSIQ, TID2013, KADID-10k, PIPAL, "
                          "or a generic CSV with a `ref` column)")
     return train, held
+
+
+def kind_names(values: list[str] | None) -> tuple[str, ...] | None:
+    """--kinds as given (space or comma separated) -> names, or None when not given."""
+    names = tuple(n.strip() for v in values or () for n in v.split(",") if n.strip())
+    return names or None
+
+
+def of_kinds(records: list[Record], kinds: tuple[str, ...], check: bool = True) -> list[Record]:
+    """The records whose distortion kind (`Record.extra["distortion"]`) is one of `kinds`; with
+    `check`, a ValueError when the records carry no kinds or lack one of `kinds`."""
+    keep = [r for r in records if str(r.extra.get("distortion")) in kinds]
+    if not check:
+        return keep
+    present = {str(r.extra.get("distortion")) for r in records if r.extra.get("distortion") is not None}
+    if records and not present:
+        raise ValueError("--kinds: this dataset does not label the distortion kind of its images "
+                         "(synthetic sets, LIVE, CSIQ, TID2013 and KADID-10k do); leave --kinds out")
+    unknown = sorted(set(kinds) - present)
+    if unknown and records:
+        raise ValueError(f"--kinds: no pairs of kind {', '.join(unknown)} here; "
+                         f"kinds present: {', '.join(sorted(present))}")
+    return keep
 
 
 class PairBank:
@@ -294,6 +320,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", default=None, help="label file for the generic layout (default DIR/meta.csv)")
     p.add_argument("--split-file", default=None, help="splits JSON (python -m iqa splits); trains on its train part")
     p.add_argument("--split-index", type=int, default=d.split_index)
+    p.add_argument("--kinds", nargs="+", default=None, metavar="KIND",
+                   help="train only on pairs of these distortion kinds (space or comma separated)")
     p.add_argument("--preset", default=d.preset, help="paper, lite or tiny")
     p.add_argument("--init", default=None, help="continue from this checkpoint's diffusion weights")
     p.add_argument("--out", default=d.out, help="run folder (re-running the same command resumes)")
@@ -315,6 +343,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     fields = DiffusionTrainOptions.__dataclass_fields__
     opts = DiffusionTrainOptions(**{k: v for k, v in vars(args).items() if k in fields})
+    opts.kinds = kind_names(opts.kinds)
     try:
         train_diffusion(opts)
     except (ValueError, OSError) as err:  # bad options, DatasetError, CheckpointError, missing files

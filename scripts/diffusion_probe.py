@@ -16,7 +16,7 @@ Both the raw weights and the EMA weights of RUN/state.pt are probed (the checkpo
 the EMA weights when the run used --ema). One global MSE per cell (identical pairs do not make it
 infinite). Deterministic: the same pairs, windows and noise every time.
 
-    python scripts/diffusion_probe.py runs/diffusion [--sizes 64 128 224] [--pairs 48] [--threads 2]
+    python scripts/diffusion_probe.py runs/diffusion [--sizes 64 128 224] [--pairs 48] [--kinds KIND ...]
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from iqa.diffusion import Diffusion  # noqa: E402
 from iqa.schedule import alpha_bars  # noqa: E402
-from iqa.train_diffusion import DiffusionTrainOptions, PairBank, build_model, pair_records  # noqa: E402
+from iqa.train_diffusion import (DiffusionTrainOptions, PairBank, build_model, kind_names,  # noqa: E402
+                                 of_kinds, pair_records)
 
 PEAK_SQUARED = 4.0  # images in [-1, 1]: peak-to-peak range 2
 EMA_PREFIX = "module."
@@ -88,16 +89,29 @@ def main() -> int:
                                           "and split are used, the held-out part probed")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224], help="crop sides to probe")
     p.add_argument("--pairs", type=int, default=48, help="held-out pairs (evenly spaced over the val part)")
+    p.add_argument("--kinds", nargs="+", default=None, metavar="KIND",
+                   help="probe only held-out pairs of these distortion kinds (default: the run's own --kinds, or all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    _train, held = pair_records(run_options(args.run))
+    opts = run_options(args.run)
+    opts.kinds = None
+    _train, held = pair_records(opts)
+    kinds = kind_names(args.kinds) or run_options(args.run).kinds
+    if kinds:
+        try:
+            held = of_kinds(held, tuple(kinds))
+        except ValueError as err:
+            sys.exit(f"error: {err}")
+    if not held:
+        sys.exit(f"error: {args.run}: no held-out pairs to probe")
     bank = PairBank(held[:: max(1, len(held) // args.pairs)][: args.pairs], "loading held-out pairs")
     nets = networks(args.run)
     steps = next(iter(nets.values())).cfg.sample_steps
     step = torch.load(args.run / "state.pt", map_location="cpu", weights_only=True)["step"]
-    print(f"{args.run} (step {step}): {len(bank.pairs)} held-out pairs, PSNR (dB) against the reference; "
+    which = f" of {', '.join(kinds)}" if kinds else ""
+    print(f"{args.run} (step {step}): {len(bank.pairs)} held-out pairs{which}, PSNR (dB) against the reference; "
           f"t=1..{steps}: one-step estimate given the noised truth; restore: the sampler's y0")
     print("| size | weights | input | " + " | ".join(f"t={t}" for t in range(1, steps + 1)) + " | restore |")
     print("|---" * (steps + 4) + "|")

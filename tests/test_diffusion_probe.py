@@ -42,3 +42,19 @@ def test_a_network_handed_the_truth_beats_the_input(probe_module):
     net.unet.forward = lambda x, gamma: x[:, 3:] / gamma[:, None, None, None]  # x_t / sqrt(ab)
     row = probe_module.probe(net, dist, ref, seed=0)
     assert row[0] > probe_module.psnr(dist, ref) + 3 > row[cfg.sample_steps - 1] + 3
+
+
+def test_probe_of_a_run_restricted_to_kinds(probe_module, pairs_dir, tmp_path, monkeypatch, capsys):
+    """A run trained with --kinds is probed on held-out pairs of those kinds; an absent kind is refused."""
+    from iqa.train_diffusion import DiffusionTrainOptions, train_diffusion
+
+    run = tmp_path / "run"
+    train_diffusion(DiffusionTrainOptions(data=str(pairs_dir), kinds=("noise",), preset="tiny", out=str(run),
+                                          steps=2, batch=2, crop=32, lr=1e-3, sample_every=0, val_pairs=1))
+    monkeypatch.setattr("sys.argv", ["probe", str(run), "--sizes", "32", "--pairs", "2", "--threads", "1"])
+    assert probe_module.main() == 0
+    out = capsys.readouterr().out
+    assert "held-out pairs of noise" in out and out.count("| 32 | raw |") == 1
+    monkeypatch.setattr("sys.argv", ["probe", str(run), "--sizes", "32", "--kinds", "jpeg"])
+    with pytest.raises(SystemExit, match="no pairs of kind jpeg"):
+        probe_module.main()

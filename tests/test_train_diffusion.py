@@ -1,43 +1,12 @@
-import csv
 import json
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from iqa.checkpoint import load_checkpoint
 from iqa.cli import main as cli_main
 from iqa.train_diffusion import DiffusionTrainOptions, PairBank, pair_records, train_diffusion
-
-PHOTOS = ("astronaut", "chelsea", "coffee")
-SIZE = 96
-
-
-@pytest.fixture(scope="module")
-def pairs_dir(tmp_path_factory):
-    """(distorted, reference) pairs in the generic layout: 3 photos x 2 levels of blur + noise."""
-    import skimage.data
-
-    root = tmp_path_factory.mktemp("pairs")
-    rng = np.random.default_rng(0)
-    rows = []
-    for name in PHOTOS:
-        ref = Image.fromarray(getattr(skimage.data, name)()).convert("RGB").resize((SIZE, SIZE))
-        (root / "refs").mkdir(exist_ok=True)
-        ref.save(root / "refs" / f"{name}.png")
-        for level in (1, 2):
-            a = np.asarray(ref.filter(ImageFilter.GaussianBlur(level)), dtype=np.float64)
-            a = np.clip(a + rng.normal(0, 8 * level, a.shape), 0, 255).astype(np.uint8)
-            (root / "images").mkdir(exist_ok=True)
-            Image.fromarray(a).save(root / "images" / f"{name}_{level}.png")
-            rows.append({"image": f"images/{name}_{level}.png", "ref": f"refs/{name}.png", "mos": 1 - 0.3 * level,
-                         "group": name})
-    with (root / "meta.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return root
-
 
 def _opts(data, out, steps):
     return DiffusionTrainOptions(data=str(data), preset="tiny", out=str(out), steps=steps, batch=4, crop=32,
@@ -96,3 +65,27 @@ def test_bad_options_are_named(pairs_dir, tmp_path, capsys, flag, value, message
                      flag, value])
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_kinds_keep_only_those_pairs(pairs_dir, tmp_path):
+    opts = _opts(pairs_dir, tmp_path / "o", 1)
+    opts.kinds = ("noise",)
+    train, held = pair_records(opts)
+    assert train and held and all(r.image.name.endswith("_2.png") for r in train + held)
+
+
+def test_unknown_kind_is_refused_naming_those_present(pairs_dir, tmp_path, capsys):
+    code = cli_main(["train-diffusion", "--data", str(pairs_dir), "--preset", "tiny", "--out", str(tmp_path / "o"),
+                     "--kinds", "noise,jpeg"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no pairs of kind jpeg" in err and "kinds present: blur, noise" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_kinds_need_a_dataset_that_labels_them(pairs_dir, tmp_path):
+    (tmp_path / "meta.csv").write_text("\n".join(",".join(row.split(",")[:-1])
+                                                for row in (pairs_dir / "meta.csv").read_text().splitlines()))
+    opts = _opts(pairs_dir, tmp_path / "o", 1)
+    opts.csv, opts.kinds = str(tmp_path / "meta.csv"), ("noise",)
+    with pytest.raises(ValueError, match="does not label the distortion kind"):
+        pair_records(opts)
