@@ -16,7 +16,7 @@ Both the raw weights and the EMA weights of RUN/state.pt are probed (the checkpo
 the EMA weights when the run used --ema). One global MSE per cell (identical pairs do not make it
 infinite). Deterministic: the same pairs, windows and noise every time.
 
-    python scripts/diffusion_probe.py runs/diffusion [--sizes 64 128 224] [--pairs 48] [--kinds KIND ...]
+    python scripts/diffusion_probe.py runs/diffusion [--sizes 64 128 224] [--pairs 48] [--kinds KIND ... | all]
 """
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ def main() -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224], help="crop sides to probe")
     p.add_argument("--pairs", type=int, default=48, help="held-out pairs (evenly spaced over the val part)")
     p.add_argument("--kinds", nargs="+", default=None, metavar="KIND",
-                   help="probe only held-out pairs of these distortion kinds (default: the run's own --kinds, or all)")
+                   help="probe only held-out pairs of these distortion kinds (default: the run's own --kinds; "
+                        "'all': every kind)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -99,6 +100,8 @@ def main() -> int:
     opts.kinds = None
     _train, held = pair_records(opts)
     kinds = kind_names(args.kinds) or run_options(args.run).kinds
+    if kinds == ("all",):
+        kinds = None
     if kinds:
         try:
             held = of_kinds(held, tuple(kinds))

@@ -55,6 +55,9 @@ def test_probe_of_a_run_restricted_to_kinds(probe_module, pairs_dir, tmp_path, m
     assert probe_module.main() == 0
     out = capsys.readouterr().out
     assert "held-out pairs of noise" in out and out.count("| 32 | raw |") == 1
+    monkeypatch.setattr("sys.argv", ["probe", str(run), "--sizes", "32", "--pairs", "2", "--kinds", "all"])
+    assert probe_module.main() == 0
+    assert "held-out pairs, PSNR" in capsys.readouterr().out  # every kind: no "of ..."
     monkeypatch.setattr("sys.argv", ["probe", str(run), "--sizes", "32", "--kinds", "jpeg"])
     with pytest.raises(SystemExit, match="no pairs of kind jpeg"):
         probe_module.main()
