@@ -97,9 +97,9 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     opts = run_options(args.run)
-    opts.kinds = None
+    kinds = kind_names(args.kinds) or opts.kinds
+    opts.kinds = None  # every held-out pair; the kinds asked for are picked below
     _train, held = pair_records(opts)
-    kinds = kind_names(args.kinds) or run_options(args.run).kinds
     if kinds == ("all",):
         kinds = None
     if kinds:
