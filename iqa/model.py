@@ -42,7 +42,8 @@ class Quality:
 class DiffV2IQA(nn.Module):
     """states: (B, 4, 3, h, w) crops of x, y0, y1, y2 in [-1, 1] -> `Quality`.
 
-    `restore` runs the diffusion network on the distorted image to make y0, y1, y2.
+    `restore` runs the diffusion network on the distorted image to make y0, y1, y2. Without diffusion
+    (`use_diffusion=False`) every state is x and the backbone runs on the first state only.
     `load_pretrained=False` skips backbone weight loading (weights then come from a checkpoint).
     """
 
@@ -72,22 +73,24 @@ class DiffV2IQA(nn.Module):
         return out
 
     def features(self, states: torch.Tensor) -> Features:
-        b = states.shape[0]
-        x = ((states.flatten(0, 1) + 1) / 2 - self.mean) / self.std  # (4B, 3, h, w)
+        b, n = states.shape[0], N_STATES
+        if not self.cfg.use_diffusion:  # every state is x: one backbone pass serves all four
+            states, n = states[:, :1], 1
+        x = ((states.flatten(0, 1) + 1) / 2 - self.mean) / self.std  # (nB, 3, h, w)
         head = self.cfg.vda.feature if (self.vda is not None and self.vda_backbone is None) else None
         vcg = vda = None
         if self.backbone is not None:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.vcg.backbone.frozen):
                 maps, g = self.backbone(x, maps=self.vcg is not None, head=head)
             if self.vcg is not None:
-                per_state = [[m.view(b, N_STATES, *m.shape[1:])[:, s] for m in maps] for s in range(N_STATES)]
+                per_state = [[m.view(b, n, *m.shape[1:])[:, min(s, n - 1)] for m in maps] for s in range(N_STATES)]
                 vcg = self.vcg.select(per_state)
             if g is not None:
-                vda = g.view(b, N_STATES, -1)
+                vda = g.view(b, n, -1).expand(b, N_STATES, -1)
         if self.vda_backbone is not None:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.vda.backbone.frozen):
                 _, g = self.vda_backbone(x, maps=False, head=self.cfg.vda.feature)
-            vda = g.view(b, N_STATES, -1)
+            vda = g.view(b, n, -1).expand(b, N_STATES, -1)
         return Features(vcg=vcg, vda=vda)
 
     def heads(self, feats: Features) -> Quality:

@@ -44,6 +44,20 @@ def test_single_branch_and_no_diffusion_variants():
         DiffV2IQA(dataclasses.replace(cfg, use_vcg=False, use_vda=False))
 
 
+def test_no_diffusion_runs_the_backbone_once_with_the_same_result():
+    full = tiny_model()
+    single = tiny_model(use_diffusion=False)
+    single.load_state_dict(full.state_dict(), strict=False)  # same heads and backbone; no diffusion net
+    x = torch.rand(2, 1, 3, 224, 224) * 2 - 1
+    calls = []
+    single.backbone.register_forward_hook(lambda _m, inp, _out: calls.append(inp[0].shape[0]))
+    with torch.no_grad():
+        expected = full(x.expand(-1, 4, -1, -1, -1)).score
+        got = single(x.expand(-1, 4, -1, -1, -1)).score
+    assert calls == [2]  # one pass over the 2 crops, not 8
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
 def test_frozen_backbone_gets_no_gradient():
     cfg = preset("tiny")
     cfg.vcg.backbone.frozen = True
