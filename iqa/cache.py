@@ -348,7 +348,7 @@ def feature_layout(model: DiffV2IQA) -> FeatureLayout:
 def _backbone_outputs(model: DiffV2IQA, states: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """Mirror of `DiffV2IQA.features` up to (not including) the grid upsampling."""
     b = states.shape[0]
-    x = ((states.flatten(0, 1) + 1) / 2 - model.mean) / model.std
+    x, n = model.backbone_input(states)
     head = model.cfg.vda.feature if (model.vda is not None and model.vda_backbone is None) else None
     maps_out: list[torch.Tensor] = []
     vda = None
@@ -358,13 +358,13 @@ def _backbone_outputs(model: DiffV2IQA, states: torch.Tensor) -> tuple[list[torc
         if model.vcg is not None:
             for s, sel in enumerate(model.vcg.selection):
                 for i in sel:
-                    m = maps[i].view(b, N_STATES, *maps[i].shape[1:])[:, s]
+                    m = maps[i].view(b, n, *maps[i].shape[1:])[:, min(s, n - 1)]
                     maps_out.append(to_grid(m, grid) if m.shape[-1] > grid else m)
         if g is not None:
-            vda = g.view(b, N_STATES, -1)
+            vda = g.view(b, n, -1).expand(b, N_STATES, -1)
     if model.vda_backbone is not None:
         _, g = model.vda_backbone(x, maps=False, head=model.cfg.vda.feature)
-        vda = g.view(b, N_STATES, -1)
+        vda = g.view(b, n, -1).expand(b, N_STATES, -1)
     return maps_out, vda
 
 

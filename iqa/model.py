@@ -72,11 +72,15 @@ class DiffV2IQA(nn.Module):
             out[self.cfg.vda.backbone.name] = self.vda_backbone.weights_source
         return out
 
+    def backbone_input(self, states: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """states (B, 4, 3, h, w) in [-1, 1] -> normalised backbone input (nB, 3, h, w) and n, the
+        states per crop that need a pass: 4, or 1 without diffusion (every state is x)."""
+        n = N_STATES if self.cfg.use_diffusion else 1
+        return ((states[:, :n].flatten(0, 1) + 1) / 2 - self.mean) / self.std, n
+
     def features(self, states: torch.Tensor) -> Features:
-        b, n = states.shape[0], N_STATES
-        if not self.cfg.use_diffusion:  # every state is x: one backbone pass serves all four
-            states, n = states[:, :1], 1
-        x = ((states.flatten(0, 1) + 1) / 2 - self.mean) / self.std  # (nB, 3, h, w)
+        b = states.shape[0]
+        x, n = self.backbone_input(states)
         head = self.cfg.vda.feature if (self.vda is not None and self.vda_backbone is None) else None
         vcg = vda = None
         if self.backbone is not None:

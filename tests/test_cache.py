@@ -160,12 +160,13 @@ def test_no_diffusion_needs_no_cache(tmp_path, image):
     assert all(np.array_equal(entry.states[0], s) for s in entry.states[1:])
 
 
-def test_compact_features_decode_to_model_features():
-    model = micro_model()
+@pytest.mark.parametrize("use_diffusion", [True, False])
+def test_compact_features_decode_to_model_features(use_diffusion):
+    model = micro_model(use_diffusion=use_diffusion)
     layout = feature_layout(model)
     pooled, upsampled = layout.maps[0], layout.maps[1]
     assert pooled[1:] == (MICRO_GRID, MICRO_GRID) and upsampled[1] < MICRO_GRID  # both resampling paths
-    states = torch.rand(3, 4, 3, MICRO_CROP, MICRO_CROP) * 2 - 1
+    states = torch.rand(3, 4 if use_diffusion else 1, 3, MICRO_CROP, MICRO_CROP).expand(3, 4, -1, -1, -1) * 2 - 1
     with torch.no_grad():
         rows = compact_features(model, states)
         direct = model.features(states)
