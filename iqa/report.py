@@ -302,7 +302,16 @@ def run(args: argparse.Namespace) -> int:
         if not path:
             print(f"error: --method {spec!r}: expected NAME=RUN", file=sys.stderr)
             return 2
-        methods.append(method_result(name, records, read_predictions(path), ds.relative))
+        pred = read_predictions(path)
+        missing = [ds.relative(r.image) for r in records if ds.relative(r.image) not in pred]
+        if missing:  # methods must be compared on the same images: never on whatever subset each has
+            print(f"error: --method {spec!r}: no prediction for {len(missing)} of the {len(records)} test "
+                  f"images of {args.split_file} (split {args.split_index}), e.g. {missing[0]}; it was scored "
+                  f"on another split. Score it on this one (python -m iqa evaluate --checkpoint RUN/best "
+                  f"--split-file {args.split_file} --split-index {args.split_index} --part test "
+                  f"--predictions FILE.csv) and pass --method '{name}=FILE.csv'.", file=sys.stderr)
+            return 2
+        methods.append(method_result(name, records, pred, ds.relative))
     if args.peers:
         for peer, label in PEERS.items():
             pred = peer_predictions(peer, records, ds.root, out.parent / f"{peer}_test_predictions.csv", ds.relative)

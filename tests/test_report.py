@@ -11,7 +11,7 @@ from iqa.cache import STATES_DIR, DiffusionCache
 from iqa.checkpoint import save_checkpoint
 from iqa.cli import main as cli_main
 from iqa.data.datasets import load_dataset
-from iqa.data.splits import make_splits, save_splits
+from iqa.data.splits import load_splits, make_splits, save_splits
 from iqa.report import (CHECKS_FAILED, kind_level_oracle, method_result, monotone_kinds, monotonicity,
                         peer_predictions, read_predictions, restoration)
 from tests.helpers import photo, tiny_model
@@ -152,3 +152,25 @@ def test_peer_predictions_are_recomputed_when_the_images_change(data, tmp_path):
     again = peer_predictions("brisque", moved, changed, out, lambda p: str(Path(p).relative_to(changed)))
     assert again[ds.relative(records[0].image)] != 12345
     assert again[ds.relative(records[1].image)] == pytest.approx(first[ds.relative(records[1].image)], abs=1e-4)
+
+
+def test_report_refuses_a_method_scored_on_other_images(data, tmp_path, capsys):
+    """A run trained on another split has no predictions for part of this test part: comparing it on
+    the subset it has would put numbers over different images side by side."""
+    ds = load_dataset(data, "generic")
+    split = tmp_path / "split.json"
+    save_splits(make_splits(ds, "6:2:2", 1, seed=0), split)
+    test = {ds.relative(r.image) for r in load_splits(split).part(0, "test")}
+    run = tmp_path / "run"
+    run.mkdir()
+    preds = [{"image": ds.relative(r.image), "mos": r.mos, "pred": r.mos} for r in ds.records]
+    partial = [p for p in preds if p["image"] != sorted(test)[0]]
+    (run / "metrics.json").write_text(json.dumps({"predictions": partial}))
+    args = ["report", "--split-file", str(split), "--method", f"model={run}", "--no-peers",
+            "--out", str(tmp_path / "RESULTS.md")]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert f"no prediction for 1 of the {len(test)} test images" in err and sorted(test)[0] in err
+    assert not (tmp_path / "RESULTS.md").exists()
+    (run / "metrics.json").write_text(json.dumps({"predictions": preds}))
+    assert cli_main(args) == 0
