@@ -279,7 +279,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split-index", type=int, default=0)
     p.add_argument("--method", action="append", default=[], metavar="NAME=RUN",
                    help="a model's test predictions: a training run folder, its metrics.json, or an evaluate "
-                        "--predictions CSV (repeat for ablations; the first is the main model)")
+                        "--predictions CSV, with a prediction for every test image of the split (repeat for "
+                        "ablations; the first is the main model)")
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="add BRISQUE and NIQE")
     p.add_argument("--checkpoint", default=None, help="main checkpoint, for the restoration table")
     p.add_argument("--cache", default=None, help="the --cache folder the training used (its diffusion outputs are read)")
