@@ -307,9 +307,9 @@ def run(args: argparse.Namespace) -> int:
         missing = [ds.relative(r.image) for r in records if ds.relative(r.image) not in pred]
         if missing:  # methods must be compared on the same images: never on whatever subset each has
             print(f"error: --method {spec!r}: no prediction for {len(missing)} of the {len(records)} test "
-                  f"images of {args.split_file} (split {args.split_index}), e.g. {missing[0]}; it was scored "
-                  f"on another split. Score it on this one (python -m iqa evaluate --checkpoint RUN/best "
-                  f"--split-file {args.split_file} --split-index {args.split_index} --part test "
+                  f"images of {args.split_file} (split {args.split_index}), e.g. {missing[0]} (scored on "
+                  f"another split, or those files failed). Score it on this split (python -m iqa evaluate "
+                  f"--checkpoint RUN/best --split-file {args.split_file} --split-index {args.split_index} --part test "
                   f"--predictions FILE.csv) and pass --method '{name}=FILE.csv'.", file=sys.stderr)
             return 2
         methods.append(method_result(name, records, pred, ds.relative))
