@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from iqa.checkpoint import load_checkpoint
 from iqa.config import PRESETS, ModelConfig, preset
-from iqa.images import ImageError, load_image
+from iqa.images import ImageError, describe, load_image
 from iqa.model import DiffV2IQA
 from iqa.results import Assessment, NoisyState, PatchMaps
 
@@ -28,6 +28,13 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "d
 DEFAULT_CROPS = 3
 
 Progress = Callable[[float, str], None]  # (fraction done, description)
+OOM_MESSAGES = ("out of memory", "can't allocate memory")  # CUDA's and the CPU allocator's RuntimeError texts
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """True for an allocation failure on any device (PyTorch's CPU allocator raises a plain RuntimeError)."""
+    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError)
+                                             and any(m in str(err) for m in OOM_MESSAGES))
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -83,13 +90,23 @@ class Assessor:
         """Pixel side of one token-grid cell on a crop."""
         return self.cfg.crop // self.cfg.vcg.grid
 
-    def score(self, image) -> float:
-        return self.assess(image).score
-
-    @torch.no_grad()
     def assess(self, image, *, crops: int | None = None, steps: int | None = None, seed: int = 0,
                progress: Progress | None = None, name: str | None = None) -> Assessment:
-        """Assess one image (path, bytes, PIL image or (H, W, 3) array). Raises `ImageError` on bad input."""
+        """Assess one image (path, bytes, PIL image or (H, W, 3) array). Raises `ImageError` on bad input,
+        and for an image too big for the device's memory (so a batch reports it and goes on)."""
+        try:
+            return self._assess(image, crops=crops, steps=steps, seed=seed, progress=progress, name=name)
+        except (RuntimeError, MemoryError) as err:
+            if not out_of_memory(err):
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise ImageError(f"{name or describe(image)}: out of memory on {self.device}; use fewer crops, "
+                             "a smaller image or another device.") from None
+
+    @torch.no_grad()
+    def _assess(self, image, *, crops: int | None, steps: int | None, seed: int, progress: Progress | None,
+                name: str | None) -> Assessment:
         t_all = time.perf_counter()
         timings: dict[str, float] = {}
         report = progress or (lambda f, d: None)

@@ -25,7 +25,7 @@ from iqa.data.splits import PART_NAMES, load_splits
 from iqa.images import ImageError
 from iqa.metrics import MIN_PAIRS, Correlations, correlations
 from iqa.peers import PEERS, PeerInputError, load_peer
-from iqa.score import (MEMORY_ERRORS, add_device_option, add_model_group, add_sampling_options,
+from iqa.score import (add_device_option, add_model_group, add_sampling_options,
                        check_sampling_options, open_assessor)
 
 Scorer = Callable[[Path], float]  # image file -> quality, higher = better
@@ -256,12 +256,8 @@ def _method(args: argparse.Namespace) -> tuple[str, Scorer | None, dict[str, Any
     else:
         label = "DiffV2IQA default checkpoint"
 
-    def scorer(path: Path) -> float:
-        try:
-            return assessor.assess(path, crops=args.crops, steps=args.steps, seed=args.seed).score
-        except MEMORY_ERRORS:  # this image is too big for the device: skip it like an unreadable one
-            raise ImageError(f"{path}: out of memory on {assessor.device}; try fewer --crops or "
-                             "--device cpu") from None
+    def scorer(path: Path) -> float:  # an image too big for the device raises ImageError: skipped too
+        return assessor.assess(path, crops=args.crops, steps=args.steps, seed=args.seed).score
 
     return label, scorer, {"crops": args.crops, "steps": args.steps or assessor.cfg.diffusion.sample_steps,
                            "seed": args.seed, "device": str(assessor.device)}

@@ -14,10 +14,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MIN_SIDE = 16  # smaller images carry too little to judge
+MAX_ASPECT = 16  # long side / short side; thinner strips would be upscaled to absurd sizes for the crops
 MAX_SIDE = 2048  # larger images are downscaled (long side) before analysis
 MAX_PIXELS = 150_000_000  # refuse to decode anything bigger (decompression bombs); 12000^2 passes
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own bomb check, aligned with ours
 MAX_FILE_BYTES = 200 * 1024 * 1024
+EXIF_ORIENTATION = 0x0112
+ROTATING_ORIENTATIONS = range(2, 9)  # the EXIF values that flip or rotate; others are ignored by exif_transpose
 
 
 class ImageError(ValueError):
@@ -31,7 +34,8 @@ class LoadedImage:
     notices: list[str] = field(default_factory=list)
 
 
-def _describe(src) -> str:
+def describe(src) -> str:
+    """A name for an image source in messages: its path, or what kind of object it is."""
     if isinstance(src, (str, Path)):
         return str(src)
     if isinstance(src, bytes):
@@ -50,8 +54,14 @@ def _to_rgb(img: Image.Image, notices: list[str]) -> Image.Image:
         return Image.fromarray(np.clip(a / hi * 255 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
     if mode == "F":
         a = np.asarray(img, dtype=np.float64)
+        finite = np.isfinite(a)
+        if not finite.any():
+            raise ImageError("floating-point image has no finite pixel values (all NaN or infinite).")
         notices.append("floating-point image scaled to 8 bits")
-        a = (a - a.min()) / (np.ptp(a) or 1)
+        if not finite.all():
+            notices.append(f"{int((~finite).sum())} NaN or infinite pixel(s) set to black")
+        lo, hi = a[finite].min(), a[finite].max()
+        a = np.where(finite, (a - lo) / ((hi - lo) or 1), 0.0)
         return Image.fromarray((a * 255 + 0.5).astype(np.uint8)).convert("RGB")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
@@ -81,7 +91,7 @@ def _array_to_pil(a: np.ndarray, name: str) -> Image.Image:
 
 def load_image(src, name: str | None = None, max_side: int = MAX_SIDE) -> LoadedImage:
     """Path, bytes, PIL image or array -> `LoadedImage` (RGB uint8, EXIF-oriented, bounded size)."""
-    name = name or _describe(src)
+    name = name or describe(src)
     notices: list[str] = []
     orig_size = None
     if isinstance(src, np.ndarray):
@@ -119,12 +129,20 @@ def load_image(src, name: str | None = None, max_side: int = MAX_SIDE) -> Loaded
             raise ImageError(f"{name}: not a readable image (or too large). Use PNG, JPEG, BMP, TIFF or WebP.") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise ImageError(f"{name}: image data is damaged or truncated ({e}). Re-export the file.") from None
+    if getattr(img, "is_animated", False):  # not n_frames: that would decode every frame
+        notices.append("first frame of a multi-frame image assessed")
     if _exif_rotated(img):
         notices.append("rotated according to its EXIF orientation")
-    img = _to_rgb(ImageOps.exif_transpose(img), notices)
+    try:
+        img = _to_rgb(ImageOps.exif_transpose(img), notices)
+    except ImageError as e:
+        raise ImageError(f"{name}: {e}") from None
     w, h = img.size
     if min(w, h) < MIN_SIDE:
         raise ImageError(f"{name}: image is {w}x{h} pixels; at least {MIN_SIDE} pixels per side are needed.")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ImageError(f"{name}: image is {w}x{h} pixels, more than {MAX_ASPECT} times longer than wide; "
+                         "crop it to a less extreme shape.")
     if max(w, h) > max_side:
         scale = max_side / max(w, h)
         img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
@@ -135,6 +153,6 @@ def load_image(src, name: str | None = None, max_side: int = MAX_SIDE) -> Loaded
 
 def _exif_rotated(img: Image.Image) -> bool:
     try:
-        return img.getexif().get(0x0112, 1) not in (1, None)
+        return img.getexif().get(EXIF_ORIENTATION, 1) in ROTATING_ORIENTATIONS
     except Exception:
         return False

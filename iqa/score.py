@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from tqdm import tqdm
 
 from iqa.assess import DEFAULT_CROPS, Assessor, load
@@ -34,8 +33,6 @@ NOTICE_SEPARATOR = "; "  # joins several notices in one CSV cell
 SCORE_DIGITS = 4
 SECONDS_DIGITS = 2
 MISSING = "-"  # table cell of a value that does not exist (branch disabled, image failed)
-
-MEMORY_ERRORS = (torch.cuda.OutOfMemoryError, MemoryError)  # one image too big: report it, go on
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -136,15 +133,9 @@ def score_files(assessor: Assessor, files: Sequence[Path], *, crops: int = DEFAU
         name = str(path)
         try:
             result = assessor.assess(path, crops=crops, steps=steps, seed=seed, name=name)
-        except ImageError as err:
+        except ImageError as err:  # unreadable, or too big for the device's memory
             _say(f"error: {err}")
             rows.append(ScoreRow(file=name, error=str(err)))
-            continue
-        except MEMORY_ERRORS:
-            message = (f"{name}: out of memory on {assessor.device}; try fewer --crops, a smaller image "
-                       "or --device cpu")
-            _say(f"error: {message}")
-            rows.append(ScoreRow(file=name, error=message))
             continue
         for notice in result.notices:
             _say(f"{name}: {notice}")

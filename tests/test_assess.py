@@ -79,3 +79,23 @@ def test_steps_override_scales_kept_steps():
     assert scaled_keep_steps(cfg, 50) == (5, 10) and scaled_keep_steps(cfg, 10) == (1, 2)
     with pytest.raises(ValueError):
         scaled_keep_steps(dataclasses.replace(cfg), 1)
+
+
+def test_out_of_memory_is_reported_as_image_error_and_batch_goes_on(monkeypatch):
+    a = Assessor(tiny_model(), device="cpu")
+    features = a.model.features
+
+    def flaky(states):  # the CPU allocator's failure is a plain RuntimeError
+        if states.shape[-1] == 224 and flaky.fail:
+            flaky.fail = False
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+        return features(states)
+
+    flaky.fail = True
+    monkeypatch.setattr(a.model, "features", flaky)
+    out = a.assess_batch([photo(230, 230), photo(240, 230)], crops=1)
+    assert isinstance(out[0], ImageError) and "out of memory on cpu" in str(out[0])
+    assert hasattr(out[1], "score")
+    monkeypatch.setattr(a.model, "features", lambda states: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # other errors are not disguised as bad input
+        a.assess(photo(230, 230), crops=1)

@@ -368,6 +368,9 @@ def test_lower_is_better_override_on_a_release(tmp_path):
     (["picture,mos", "a.png,3"], "no 'image' column \\(also accepted: dist_name, dist_img\\); columns found: picture, mos"),
     (["image,score", "a.png,3"], "no 'mos' column"),
     (["image,mos,ref", "a.png,3,nowhere.png", "c.jpg,2,"], "1 reference image.*nowhere.png"),
+    (["image,mos", "a.png,3", "../outside.png,2"], "line 3: '../outside.png' is not inside the dataset folder"),
+    (["image,mos,ref", "a.png,3,/etc/hostname", "c.jpg,2,"], "line 2: '/etc/hostname' is not inside"),
+    (["image,mos", "a.png,3", "c.jpg," + "x" * 200_000], "line 3: not readable as CSV \\(field larger"),
 ])
 def test_generic_errors(tmp_path, lines, pattern):
     make_generic(tmp_path, lines)

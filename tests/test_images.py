@@ -81,3 +81,40 @@ def test_huge_image_is_downscaled_with_notice():
 def test_bad_array_shape():
     with pytest.raises(ImageError, match="shape"):
         load_image(np.zeros((4, 4, 4, 4), np.uint8))
+
+
+def test_invalid_exif_orientation_gets_no_rotation_notice():
+    exif = Image.Exif()
+    exif[0x0112] = 9  # not a valid orientation: Pillow leaves the image as it is
+    buf = io.BytesIO()
+    Image.fromarray(photo(64, 48)).save(buf, "JPEG", exif=exif)
+    out = load_image(buf.getvalue())
+    assert out.array.shape == (48, 64, 3) and not any("EXIF" in n for n in out.notices)
+
+
+def test_extreme_strip_is_refused_before_any_resize():
+    with pytest.raises(ImageError, match="strip.png: image is 16x4000 pixels, more than 16 times"):
+        load_image(_png(Image.new("RGB", (16, 4000))), name="strip.png")
+    assert load_image(_png(Image.new("RGB", (20, 320)))).array.shape == (320, 20, 3)  # 16:1 still passes
+
+
+def test_float_image_with_nan_keeps_its_finite_pixels():
+    a = np.linspace(0.0, 2.0, 48 * 64, dtype=np.float32).reshape(48, 64)
+    a[0, 0], a[0, 1] = np.nan, np.inf
+    buf = io.BytesIO()
+    Image.fromarray(a, "F").save(buf, "TIFF")
+    out = load_image(buf.getvalue(), name="f.tif")
+    assert out.array[-1, -1, 0] == 255 and out.array[0, 0, 0] == 0 and out.array.mean() > 100
+    assert any("2 NaN or infinite" in n for n in out.notices)
+    buf = io.BytesIO()
+    Image.fromarray(np.full((48, 64), np.nan, np.float32), "F").save(buf, "TIFF")
+    with pytest.raises(ImageError, match="nan.tif: floating-point image has no finite"):
+        load_image(buf.getvalue(), name="nan.tif")
+
+
+def test_animated_gif_notes_the_first_frame():
+    frames = [Image.fromarray(photo(64, 48)), Image.new("RGB", (64, 48))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    out = load_image(buf.getvalue())
+    assert out.array.mean() > 10 and any("first frame" in n for n in out.notices)

@@ -157,6 +157,31 @@ def test_zip_refuses_links_and_oversize_and_unpacks_good(tmp_path):
     assert root == tmp_path / "o4" / "mydata" and (root / "img" / "a.png").read_bytes() == b"1"
 
 
+def _damaged(path: Path, how: str) -> Path:
+    """A one-entry zip broken the way real uploads are: corrupt data, a password, Deflate64 (method 9)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("set/meta.csv", os.urandom(3000).hex().encode())
+    data = bytearray(path.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    if how == "corrupt":
+        data[40:60] = b"\xff" * 20  # inside the deflate stream, after the 38-byte local header
+    if how == "encrypted":  # flag bit 0, in the local header and in the central directory
+        data[6] |= 1
+        data[central + 8] |= 1
+    if how == "deflate64":  # the method field, likewise
+        data[8] = data[central + 10] = 9
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("how, match", [("corrupt", "damaged"), ("encrypted", "password-protected"),
+                                        ("deflate64", "compression method")])
+def test_zip_damaged_or_unsupported_is_refused_cleanly(tmp_path, how, match):
+    with pytest.raises(ArchiveError, match=match):
+        safe_extract(_damaged(tmp_path / f"{how}.zip", how), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def _generic_dataset(root: Path) -> Path:
     (root / "img").mkdir(parents=True)
     (root / "meta.csv").write_text("image,mos\nimg/a.png,3.0\n")
@@ -210,6 +235,15 @@ def test_train_from_uploaded_zip(tmp_path, monkeypatch):
     bad = _zip(tmp_path / "bad.zip", {"../x": b"1"})
     with pytest.raises(gr.Error, match="outside the archive"):
         train_tab.prepare(app, train_tab.TrainForm(zip_file=str(bad), confirm_cpu=True), "tiny", stamp="U")
+    spec = train_tab.prepare(app, train_tab.TrainForm(zip_file=str(z), csv="meta.csv", confirm_cpu=True), "tiny",
+                             stamp="V")
+    assert spec.csv == str(tmp_path / "runs" / "datasets" / "my_data-V" / "set" / "meta.csv")
+    for label, match in (("/etc/passwd", "inside the dataset folder"), ("../../x.csv", "inside the dataset folder"),
+                         ("other.csv", "not in the dataset folder")):
+        with pytest.raises(gr.Error, match=match):
+            train_tab.prepare(app, train_tab.TrainForm(zip_file=str(z), csv=label, confirm_cpu=True), "tiny",
+                              stamp="W")
+        assert not (tmp_path / "runs" / "datasets" / "my_data-W").exists()  # the refused upload is removed
 
 
 def test_train_job_runs_logs_and_stops(tmp_path):

@@ -1,8 +1,10 @@
 """Unpacking an uploaded dataset .zip safely.
 
 Refused: members that would land outside the target folder (absolute paths, `..`, drive letters),
-symbolic links, more than `MAX_MEMBERS` files, more than `MAX_UNPACKED_BYTES` in all (counted while
-writing, not trusted from the header), and members compressed more than `MAX_RATIO` times (zip bombs).
+symbolic links, encrypted entries, more than `MAX_MEMBERS` files, more than `MAX_UNPACKED_BYTES` in
+all (counted while writing, not trusted from the header), and members compressed more than
+`MAX_RATIO` times (zip bombs). Any other failure (damaged data, unknown compression) is an
+`ArchiveError` too, and leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -11,10 +13,13 @@ import stat
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from iqa.data.datasets import escapes_folder
+
 MAX_MEMBERS = 200_000
 MAX_UNPACKED_BYTES = 16 * 2**30
 MAX_RATIO = 200  # uncompressed / compressed size of one member
 COPY_CHUNK = 1 << 20
+ENCRYPTED_FLAG = 0x1  # general-purpose bit 0 of a zip entry
 SKIPPED_PREFIXES = ("__MACOSX/",)  # macOS resource forks
 
 
@@ -23,14 +28,16 @@ class ArchiveError(ValueError):
 
 
 def _member_path(info: zipfile.ZipInfo, name: str) -> PurePosixPath:
-    raw = info.filename.replace("\\", "/")
-    parts = PurePosixPath(raw).parts
-    if raw.startswith("/") or (parts and ":" in parts[0]) or ".." in parts:
+    if escapes_folder(info.filename):
         raise ArchiveError(f"{name}: entry '{info.filename}' points outside the archive folder; refusing to unpack. "
                            "Re-create the zip from the dataset folder itself.")
+    if info.flag_bits & ENCRYPTED_FLAG:
+        raise ArchiveError(f"{name}: entry '{info.filename}' is password-protected; encrypted zips are not "
+                           "supported. Zip the dataset without a password.")
     if stat.S_ISLNK(info.external_attr >> 16):
         raise ArchiveError(f"{name}: entry '{info.filename}' is a symbolic link; links are not unpacked. "
                            "Zip the files themselves.")
+    parts = PurePosixPath(info.filename.replace("\\", "/")).parts
     return PurePosixPath(*[p for p in parts if p not in ("", ".")])
 
 
@@ -42,7 +49,7 @@ def safe_extract(zip_path: str | Path, dest: str | Path, *, max_members: int = M
     name = name or zip_path.name
     try:
         zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as e:
+    except Exception as e:  # BadZipFile, OSError, and e.g. UnicodeDecodeError for a mislabelled entry name
         raise ArchiveError(f"{name}: not a readable .zip file ({e}). Upload a .zip of the dataset folder.") from None
     dest.mkdir(parents=True, exist_ok=False)
     try:
@@ -70,10 +77,13 @@ def safe_extract(zip_path: str | Path, dest: str | Path, *, max_members: int = M
                             raise ArchiveError(f"{name}: unpacks to more than {max_bytes / 2**30:.1f} GiB, "
                                                "the limit. Upload a smaller dataset or use a server folder.")
                         out.write(chunk)
-    except (ArchiveError, zipfile.BadZipFile, OSError, EOFError) as e:
+    except Exception as e:  # zipfile raises many kinds (zlib.error, NotImplementedError, RuntimeError, ...)
         shutil.rmtree(dest, ignore_errors=True)
         if isinstance(e, ArchiveError):
             raise
+        if isinstance(e, NotImplementedError):
+            raise ArchiveError(f"{name}: uses a compression method this app cannot read ({e}). Re-create it "
+                               "with plain deflate compression (the default of most zip tools).") from None
         raise ArchiveError(f"{name}: the zip is damaged ({e}). Re-create it and upload again.") from None
     entries = [p for p in dest.iterdir()]
     if not entries:

@@ -4,6 +4,7 @@ checkpoint joins the selector when it ends.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import gradio as gr
 import torch
 
 from iqa.config import PRESETS
-from iqa.data.datasets import DISPLAY_NAMES, FORMATS, detect_format
+from iqa.data.datasets import DISPLAY_NAMES, FORMATS, detect_format, escapes_folder
 from iqa.data.splits import RATIO_PRESETS, parse_ratios
 from ui import render
 from ui.archive import ArchiveError, safe_extract
@@ -95,11 +96,42 @@ def dataset_root(app: AppState, form: TrainForm, stamp: str) -> Path:
     if not form.zip_file:
         raise user_error("Upload the dataset as a .zip first (the dataset folder, zipped).")
     name = Path(form.zip_file).name
-    dest = app.runs_dir / DATASETS_SUBDIR / f"{safe_stem(name)}-{stamp}"
     try:
-        return safe_extract(form.zip_file, dest, name=name)
+        return safe_extract(form.zip_file, _upload_dest(app, form, stamp), name=name)
     except ArchiveError as e:
         raise user_error(esc(str(e)), "Dataset zip refused") from None
+
+
+def _upload_dest(app: AppState, form: TrainForm, stamp: str) -> Path:
+    """The new folder an uploaded zip is unpacked into."""
+    return app.runs_dir / DATASETS_SUBDIR / f"{safe_stem(Path(form.zip_file).name)}-{stamp}"
+
+
+def _dataset_format(root: Path, chosen: str) -> str:
+    """The chosen format, or the one the folder's files show when auto-detecting."""
+    if chosen == AUTO_FORMAT:
+        fmt = detect_format(root)
+        if fmt is None:
+            raise user_error(f"Could not tell the dataset's layout from the files in {esc(root.name)}. "
+                           f"Choose the format ({', '.join(FORMATS)}); 'generic' needs a meta.csv with "
+                           "image and mos columns.")
+        return fmt
+    if chosen not in FORMATS:
+        raise user_error(f"Unknown format '{esc(chosen)}'.")
+    return chosen
+
+
+def _label_file(root: Path, text: str) -> str | None:
+    """The label file as an absolute path inside the dataset folder (never elsewhere on the server)."""
+    text = text.strip()
+    if not text:
+        return None
+    if escapes_folder(text):
+        raise user_error(f"Label file '{esc(text)}' must be a path inside the dataset folder, such as meta.csv.")
+    path = root / text.replace("\\", "/")
+    if not path.is_file():
+        raise user_error(f"Label file '{esc(text)}' is not in the dataset folder {esc(root.name)}.")
+    return str(path)
 
 
 def prepare(app: AppState, form: TrainForm, checkpoint: str | None, data: Path | None = None,
@@ -130,19 +162,18 @@ def prepare(app: AppState, form: TrainForm, checkpoint: str | None, data: Path |
                            "or untick “fine-tune”.")
         init = choice.path
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    unpacked = data is None and form.source != SOURCE_SERVER
     root = data or dataset_root(app, form, stamp)
-    fmt = form.format
-    if fmt == AUTO_FORMAT:
-        fmt = detect_format(root)
-        if fmt is None:
-            raise user_error(f"Could not tell the dataset's layout from the files in {esc(root.name)}. "
-                           f"Choose the format ({', '.join(FORMATS)}); 'generic' needs a meta.csv with "
-                           "image and mos columns.")
-    elif fmt not in FORMATS:
-        raise user_error(f"Unknown format '{esc(fmt)}'.")
+    try:
+        fmt = _dataset_format(root, form.format)
+        csv = _label_file(root, form.csv)
+    except gr.Error:
+        if unpacked:  # a refused form leaves no unpacked copy behind
+            shutil.rmtree(_upload_dest(app, form, stamp), ignore_errors=True)
+        raise
     run_dir = app.runs_dir / f"{stamp}-{form.preset}"
     return TrainSpec(data=root, format=fmt, run_dir=run_dir, preset=form.preset, ratios=form.ratios.strip(),
-                     csv=form.csv.strip() or None, init=init, epochs=epochs, batch=batch, lr=lr,
+                     csv=csv, init=init, epochs=epochs, batch=batch, lr=lr,
                      device=form.device, freeze_backbones=form.freeze)
 
 

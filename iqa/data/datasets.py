@@ -335,12 +335,15 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     except csv.Error:
         dialect = csv.excel
     reader = csv.DictReader(text.splitlines(), dialect=dialect)
-    header = [h.strip() for h in (reader.fieldnames or [])]
     rows = []
-    for row in reader:
-        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-            continue  # blank line
-        rows.append((reader.line_num, {(k or "").strip(): v for k, v in row.items()}))
+    try:
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        for row in reader:
+            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                continue  # blank line
+            rows.append((reader.line_num, {(k or "").strip(): v for k, v in row.items()}))
+    except csv.Error as err:  # e.g. a field over the csv module's size limit; line_num is the last line read
+        raise DatasetError(f"{path} line {reader.line_num + 1}: not readable as CSV ({err}).") from None
     return header, rows
 
 
@@ -602,6 +605,13 @@ def _read_pipal(root: Path, csv_arg: str | None) -> tuple[Path, list[_Row]]:
     return label_dir, rows
 
 
+def escapes_folder(path: str) -> bool:
+    """True for an absolute path, a drive letter or a '..' step: a relative path (a CSV entry, a zip
+    member) that could point outside the folder it is meant to be inside."""
+    parts = PurePosixPath(path.replace("\\", "/")).parts
+    return path.startswith(("/", "\\")) or ".." in parts or bool(parts and ":" in parts[0])
+
+
 def _read_generic(root: Path, csv_arg: str | None) -> tuple[Path, list[_Row]]:
     label = _label_path(root, csv_arg, (GENERIC_CSV,))
     header, table = _read_csv(label)
@@ -614,6 +624,10 @@ def _read_generic(root: Path, csv_arg: str | None) -> tuple[Path, list[_Row]]:
     for line, row in table:
         name = (row.get(col_img) or "").strip()
         ref_name = (row.get(col_ref) or "").strip() if col_ref else ""
+        for path in (name, ref_name):
+            if path and escapes_folder(path):
+                raise DatasetError(f"{label} line {line}: '{path}' is not inside the dataset folder; image and "
+                                   f"ref paths are relative to {root}, without '..'.")
         ref = None
         if ref_name:
             ref = next((p for p in (root / ref_name, root / GENERIC_REF_DIR / ref_name) if p.is_file()), None)
