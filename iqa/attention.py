@@ -1,4 +1,4 @@
-"""Attention blocks shared by the two quality branches (design §2–§3).
+"""Attention blocks shared by the two quality branches.
 
 - `TAB`: MANIQA's transposed attention (channel attention; Linear layers act on the token axis).
 - `RTAB`: residual attention between the three feature differences of the VDA branch.

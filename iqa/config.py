@@ -2,7 +2,7 @@
 
 Every checkpoint stores its `ModelConfig` as JSON, so a checkpoint alone is enough to rebuild
 the model. Presets (`paper`, `lite`, `tiny`) are plain instances; see `preset()`.
-Numbers follow ../shared/design/DIFFV2IQA.md (the paper and the MANIQA / SR3 code it builds on).
+Numbers follow the paper (arXiv 2402.14401) and the MANIQA / SR3 code it builds on.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 @dataclass
 class UNetConfig:
-    """SR3 conditional U-Net (design §1). Input = concat(condition, noisy sample) on channels."""
+    """SR3 conditional U-Net. Input = concat(condition, noisy sample) on channels."""
 
     in_channels: int = 6
     out_channels: int = 3
@@ -39,7 +39,7 @@ class UNetConfig:
 
 @dataclass
 class DiffusionConfig:
-    """Noise schedule, training timesteps and the sampler (design §1, Algorithm 2)."""
+    """Noise schedule, training timesteps and the sampler (the paper's Algorithm 2)."""
 
     unet: UNetConfig = field(default_factory=UNetConfig)
     schedule: str = "cosine"  # "cosine" (paper) or "linear" (SR3)
@@ -68,7 +68,7 @@ class BackboneConfig:
 
 @dataclass
 class VCGConfig:
-    """Visual compensation guidance branch: MANIQA tail on 4:2:1:1 selected features (design §2)."""
+    """Visual compensation guidance branch: MANIQA tail on 4:2:1:1 selected features."""
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     # Which intermediate (position in backbone.indices) each image state contributes: x, y0, y1, y2.
@@ -92,7 +92,7 @@ class VCGConfig:
 
 @dataclass
 class VDAConfig:
-    """Visual difference analysis branch: global features, RTAB, TAB, dual heads (design §3)."""
+    """Visual difference analysis branch: global features, RTAB, TAB, dual heads."""
 
     backbone: BackboneConfig = field(
         default_factory=lambda: BackboneConfig(name="resnet50", indices=(4,))

@@ -1,4 +1,4 @@
-"""Conditional diffusion restoration network (design §1): training loss and samplers.
+"""Conditional diffusion restoration network (the paper's SR3-based one): training loss and samplers.
 
 The distorted image is the condition, the pristine reference the target; both (B, 3, H, W) in
 [−1, 1]. `restore` runs the reverse process from pure noise and returns the restored image y0 and

@@ -3,7 +3,7 @@
 PLCC is given twice, and the field says which: `plcc` is Pearson's r on the raw predictions;
 `plcc_logistic` is Pearson's r after mapping the predictions through the 4-parameter logistic
 fitted to the targets (VQEG practice), whose parameters are kept in `logistic_params`.
-`summarise` reduces the per-split results of the 10-split protocol (design §4) to
+`summarise` reduces the per-split results of the paper's 10-split protocol to
 median and mean ± std.
 """
 from __future__ import annotations

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iqa.assess import DEFAULT_CROPS
 from iqa.cache import file_sha256
 from iqa.data.datasets import Record
 from iqa.data.splits import load_splits
@@ -186,8 +187,10 @@ def restoration(checkpoint: str, cache_dir: str, crops: int, records: list[Recor
     if figure is not None and fig_rows:
         figure.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.concatenate(fig_rows, axis=0)).save(figure)
-    a = np.array(rows) if rows else np.full((1, 4), np.nan)
-    return RestorationRow(len(rows), *(float(v) for v in a.mean(0)))
+    if not rows:
+        raise ValueError(f"no restored test image with a reference in {cache_dir} for {checkpoint} at --crops "
+                         f"{crops}: pass the --cache and --crops the training of that checkpoint used.")
+    return RestorationRow(len(rows), *(float(v) for v in np.array(rows).mean(0)))
 
 
 @dataclass
@@ -275,8 +278,8 @@ def render(methods: list[MethodResult], rest: RestorationRow | None, meta: dict)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="held-out results table (model, ablations, BRISQUE, NIQE, restoration)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--split-file", required=True)
-    p.add_argument("--split-index", type=int, default=0)
+    p.add_argument("--split-file", required=True, help="splits JSON the methods were trained on")
+    p.add_argument("--split-index", type=int, default=0, help="which split of the file")
     p.add_argument("--method", action="append", default=[], metavar="NAME=RUN",
                    help="a model's test predictions: a training run folder, its metrics.json, or an evaluate "
                         "--predictions CSV, with a prediction for every test image of the split (repeat for "
@@ -284,8 +287,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="add BRISQUE and NIQE")
     p.add_argument("--checkpoint", default=None, help="main checkpoint, for the restoration table")
     p.add_argument("--cache", default=None, help="the --cache folder the training used (its diffusion outputs are read)")
-    p.add_argument("--crops", type=int, default=1, help="K fixed crops the training used")
-    p.add_argument("--out", default="docs/RESULTS.md")
+    p.add_argument("--crops", type=int, default=DEFAULT_CROPS,
+                   help="the --crops the training used (its restorations in --cache are keyed on it)")
+    p.add_argument("--out", default="docs/RESULTS.md",
+                   help="Markdown report; peer predictions and restorations.png are written beside it")
     p.add_argument("--json", default=None, help="also write the numbers as JSON")
     p.add_argument("--require-checks", action="store_true",
                    help=f"exit with status {CHECKS_FAILED} unless the first method passes every acceptance check")
@@ -319,7 +324,11 @@ def run(args: argparse.Namespace) -> int:
             methods.append(method_result(label, records, pred, ds.relative))
     rest = None
     if args.checkpoint and args.cache:
-        rest = restoration(args.checkpoint, args.cache, args.crops, records, out.parent / "restorations.png")
+        try:
+            rest = restoration(args.checkpoint, args.cache, args.crops, records, out.parent / "restorations.png")
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     meta = {"dataset": _shown(ds.root), "split_file": args.split_file, "split_index": args.split_index,
             "n_test": len(records), "n_groups": len({r.group for r in records}),
             "monotone_kinds": len(monotone_kinds(records, ds.relative)),

@@ -1,4 +1,4 @@
-"""Noise schedules of the diffusion restoration network (design §1).
+"""Noise schedules of the diffusion restoration network.
 
 A schedule of T steps is given by its cumulative signal levels ᾱ_0..ᾱ_T (ᾱ_0 = 1, no noise):
 x_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·ε. Everything is float64 so that the sampler's coefficients

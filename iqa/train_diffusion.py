@@ -1,7 +1,8 @@
 """`python -m iqa train-diffusion`: train the restoration network on (distorted, reference) pairs.
 
-Design §1: the distorted image is the condition, the pristine reference the target; random small
-crops (64x64, the same window on both) with flips, large batches, cosine schedule, L1 on the noise.
+As in the paper: the distorted image is the condition, the pristine reference the target; random
+small crops (64x64, the same window on both) with flips, large batches, cosine schedule, L1 on the
+U-Net's output (the noise for `paper`; the clean residual for `lite`, see the README).
 bf16 autocast on CUDA, optional EMA, resumable (`RUN_DIR/state.pt`), a sample grid
 (distorted | y2 | y1 | restored | reference) and PSNR/SSIM of the restoration on held-out pairs.
 The result is a normal checkpoint folder (`RUN_DIR/last/`) whose diffusion weights
@@ -316,17 +317,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = DiffusionTrainOptions(data="")
     p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--format", default=d.format, choices=FORMATS)
+    p.add_argument("--format", default=d.format, choices=FORMATS, help="dataset layout")
     p.add_argument("--csv", default=None, help="label file for the generic layout (default DIR/meta.csv)")
     p.add_argument("--split-file", default=None, help="splits JSON (python -m iqa splits); trains on its train part")
-    p.add_argument("--split-index", type=int, default=d.split_index)
+    p.add_argument("--split-index", type=int, default=d.split_index, help="which split of the file")
     p.add_argument("--kinds", nargs="+", default=None, metavar="KIND",
                    help="train only on pairs of these distortion kinds (space or comma separated)")
     p.add_argument("--preset", default=d.preset, help="paper, lite or tiny")
     p.add_argument("--init", default=None, help="continue from this checkpoint's diffusion weights")
     p.add_argument("--out", default=d.out, help="run folder (re-running the same command resumes)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
-    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--batch", type=int, default=d.batch, help="pairs per step (paper: 256)")
     p.add_argument("--crop", type=int, default=d.crop, help="training crop side (paper: 64)")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (paper: 1e-5)")
     p.add_argument("--ema", type=float, default=d.ema, help="EMA decay, e.g. 0.999 (0 = off)")
@@ -335,8 +336,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample-every", type=int, default=d.sample_every,
                    help="steps between sample grids and held-out PSNR/SSIM (0: at the end only)")
     p.add_argument("--val-pairs", type=int, default=d.val_pairs, help="held-out pairs for PSNR/SSIM")
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of crops, flips, noise and initial weights")
     p.set_defaults(func=run)
 
 

@@ -1,4 +1,4 @@
-"""`python -m iqa train`: train DiffV2IQA's quality branches on a rated dataset (design §4).
+"""`python -m iqa train`: train DiffV2IQA's quality branches on a rated dataset.
 
 Protocol (the paper's): per sample the same random crop window and the same random horizontal flip on
 x, y0, y1, y2; MSE between the fused score and the normalised MOS; Adam (lr 1e-5, weight decay 1e-5)
@@ -652,6 +652,11 @@ def _train_split(run: _Run, index: int, run_dir: Path) -> SplitResult:
     return result
 
 
+def _diffusion_card(path: str | Path) -> dict:
+    """The diffusion checkpoint's card, less its `stage` (which says that checkpoint's heads are untrained)."""
+    return {k: v for k, v in read_metadata(path)[1].items() if k != "stage"}
+
+
 def _card_base(run: _Run, index: int, n_train: int, n_val: int, n_test: int, ratios: str) -> dict:
     opts = run.opts
     dataset = run.splits.dataset()
@@ -663,7 +668,7 @@ def _card_base(run: _Run, index: int, n_train: int, n_val: int, n_test: int, rat
         "selection": "best epoch by validation SRCC" if n_val else "last epoch (no validation part)",
         "init": str(opts.init) if opts.init else None,
         "diffusion_checkpoint": str(opts.diffusion) if opts.diffusion else None,
-        "diffusion_training": read_metadata(opts.diffusion)[1] if opts.diffusion else None,
+        "diffusion_training": _diffusion_card(opts.diffusion) if opts.diffusion else None,
         "optimizer": {"name": "Adam", "lr": opts.lr, "weight_decay": opts.weight_decay, "schedule": "cosine",
                       "t_max": opts.epochs, "batch_per_process": opts.batch, "processes": run.dist.world,
                       "loss": "MSE on normalised MOS"},
@@ -685,7 +690,8 @@ def _finished_result(index: int, run_dir: Path) -> SplitResult:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train the quality model on a rated dataset (one split or N splits)")
+    p = subparsers.add_parser("train", help="train the quality model on a rated dataset (one split or N splits)",
+                              description=__doc__)
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--format", required=True, choices=FORMATS, help="dataset layout")
     p.add_argument("--csv", default=None, help="label file instead of the layout's default (generic: meta.csv)")

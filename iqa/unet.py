@@ -1,4 +1,4 @@
-"""SR3 conditional U-Net: predicts the noise ε of a noisy sample given the distorted image (design §1).
+"""SR3 conditional U-Net: predicts the noise ε of a noisy sample given the distorted image.
 
 Input is concat([condition, noisy sample]) on channels, (B, 6, H, W); the noise level enters as the
 continuous γ = sqrt(ᾱ), so the same network serves any sampling schedule. The paper swaps SR3's

@@ -1,4 +1,4 @@
-"""Visual compensation guidance (VCG) branch: MANIQA's tail on diffusion-guided features (design §2).
+"""Visual compensation guidance (VCG) branch: MANIQA's tail on diffusion-guided features.
 
 Each image state (x, y0, y1, y2) contributes the backbone intermediates named by the 4:2:1:1
 selection, resampled to the token grid, plus its own learnable noise-level embedding (zero-init).

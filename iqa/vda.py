@@ -1,4 +1,4 @@
-"""Visual difference analysis (VDA) branch: global-feature differences through RTAB (design §3)."""
+"""Visual difference analysis (VDA) branch: global-feature differences through RTAB."""
 from __future__ import annotations
 
 import torch

@@ -131,6 +131,8 @@ def test_restoration_reads_the_training_cache(data, tmp_path):
     assert row.pairs == 2 and np.isfinite([row.psnr_distorted, row.psnr_restored, row.ssim_restored]).all()
     # the untrained residual network returns its input: y0 = x
     assert row.psnr_restored == pytest.approx(row.psnr_distorted) and row.ssim_restored == pytest.approx(row.ssim_distorted)
+    with pytest.raises(ValueError, match="at --crops 3: pass the --cache and --crops"):  # cache keyed on crops=1
+        restoration(str(tmp_path / "ck"), str(tmp_path / "cache"), 3, records, None)
 
 
 def test_peer_predictions_are_recomputed_when_the_images_change(data, tmp_path):

@@ -62,7 +62,8 @@ def env(tmp_path_factory):
     save_splits(make_splits(dataset, "2:1:1", count=1, seed=0), root / "val_split.json")
     save_splits(make_splits(dataset, "8:2", count=2, seed=0), root / "splits.json")
     save_checkpoint(micro_model(0), root / "init")
-    save_checkpoint(micro_model(1), root / "diffusion")  # stands in for a train-diffusion checkpoint
+    save_checkpoint(micro_model(1), root / "diffusion",  # stands in for a train-diffusion checkpoint
+                    {"stage": "diffusion network trained; quality heads untrained", "diffusion_steps": 5})
     return root
 
 
@@ -149,6 +150,8 @@ def test_cli_run_writes_log_checkpoints_metrics(resumed_run, env):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["selection"] == "val_srcc" and len(metrics["predictions"]) == 3 and "srcc" in metrics["test"]
     assert "test (3 images" in stdout
+    # the diffusion network's training is recorded, not its own checkpoint's "heads untrained" stage
+    assert card["diffusion_training"]["diffusion_steps"] == 5 and "stage" not in card["diffusion_training"]
     # --diffusion: its network is used as is (not trained); the heads did train.
     best, diff, init = (load_file(str(env / p / "model.safetensors")) for p in (out / "best", "diffusion", "init"))
     assert all(torch.equal(v, best[k]) for k, v in diff.items() if k.startswith("diffusion."))

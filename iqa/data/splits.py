@@ -21,7 +21,7 @@ import numpy as np
 from iqa.data.datasets import CSV_FORMATS, FORMATS, Dataset, DatasetError, Record, load_dataset
 
 PART_NAMES = {2: ("train", "test"), 3: ("train", "val", "test")}
-RATIO_PRESETS = ("8:2", "7:1:2", "6:2:2")  # the paper's protocols (design §4)
+RATIO_PRESETS = ("8:2", "7:1:2", "6:2:2")  # the paper's protocols
 SPLITS_VERSION = 1
 DEFAULT_COUNT = 10
 MAX_LISTED = 5
@@ -180,7 +180,10 @@ def load_splits(path: str | Path, dataset: Dataset | None = None, root: str | Pa
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("splits", help="make N content-disjoint train/(val/)test splits of a dataset")
+    p = subparsers.add_parser("splits", help="make N content-disjoint train/(val/)test splits of a dataset",
+                              description="Splits a dataset by content (reference image for synthetic sets, the "
+                                          "image for authentic ones) into N seeded train/(val/)test splits, saved "
+                                          "as one JSON file that train, evaluate and report read.")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--format", required=True, choices=FORMATS, help="dataset layout")
     p.add_argument("--csv", default=None, help="label file instead of the layout's default (generic: meta.csv)")

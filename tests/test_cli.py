@@ -1,0 +1,35 @@
+"""The command line: every sub-command registers, and its help shows each option's default."""
+import pytest
+
+from iqa.cli import COMMAND_MODULES, build_parser, main
+
+
+def _help(command: str, capsys) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+
+
+def test_every_module_registers_a_command(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    listed = capsys.readouterr().out
+    names = ["score", "evaluate", "benchmark", "synth", "splits", "train", "train-diffusion", "report", "bundle"]
+    assert len(names) == len(COMMAND_MODULES) and all(n in listed for n in names)
+
+
+@pytest.mark.parametrize("command, shown", [
+    ("splits", ["(default: 8:2)", "(default: 10)", "(default: 0)"]),  # 0 is a default worth showing too
+    ("report", ["(default: docs/RESULTS.md)", "(default: 3)", "(default: True)"]),
+    ("train-diffusion", ["(default: 64)", "(default: generic)"]),
+])
+def test_help_shows_defaults(command, shown, capsys):
+    text = _help(command, capsys)
+    assert all(s in text for s in shown), text
+    assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_help_does_not_repeat_a_default_the_text_gives(capsys):
+    text = _help("score", capsys)
+    assert "(default 3)" in text and "(default 3) (default: 3)" not in text
