@@ -20,7 +20,7 @@ from iqa.checkpoint import save_checkpoint
 from iqa.images import MAX_FILE_BYTES
 from tests.helpers import photo, tiny_model
 from ui import batch_tab, inspect_tab, model_tab, render, train_tab
-from ui.archive import ArchiveError, safe_extract
+from ui.archive import ArchiveError, safe_extract, unpack_once
 from ui.image_input import ImageInput
 from ui.app import build_app, launch_kwargs
 from ui.settings import RunSettings
@@ -229,21 +229,36 @@ def test_train_from_uploaded_zip(tmp_path, monkeypatch):
     monkeypatch.setattr(train_tab, "cuda_available", lambda: False)
     monkeypatch.setattr(train_tab, "on_space", lambda: False)
     app = AppState.create("tiny", runs_dir=tmp_path / "runs")
+    datasets = tmp_path / "runs" / "datasets"
+
+    def prepare(zip_file: Path, **form) -> train_tab.TrainSpec:
+        return train_tab.prepare(app, train_tab.TrainForm(zip_file=str(zip_file), confirm_cpu=True, **form), "tiny")
+
     z = _zip(tmp_path / "my data.zip", {"set/meta.csv": b"image,mos\nimg/a.png,3\n", "set/img/a.png": b"x"})
-    spec = train_tab.prepare(app, train_tab.TrainForm(zip_file=str(z), confirm_cpu=True), "tiny", stamp="T")
-    assert spec.data == tmp_path / "runs" / "datasets" / "my_data-T" / "set" and spec.format == "generic"
-    bad = _zip(tmp_path / "bad.zip", {"../x": b"1"})
+    spec = prepare(z)
+    assert spec.data.name == "set" and spec.data.parent.name.startswith("my_data-") and spec.format == "generic"
+    again = prepare(z, csv="meta.csv")  # the same upload is unpacked once, whatever the runs
+    assert again.data == spec.data and again.csv == str(spec.data / "meta.csv") and len(list(datasets.iterdir())) == 1
     with pytest.raises(gr.Error, match="outside the archive"):
-        train_tab.prepare(app, train_tab.TrainForm(zip_file=str(bad), confirm_cpu=True), "tiny", stamp="U")
-    spec = train_tab.prepare(app, train_tab.TrainForm(zip_file=str(z), csv="meta.csv", confirm_cpu=True), "tiny",
-                             stamp="V")
-    assert spec.csv == str(tmp_path / "runs" / "datasets" / "my_data-V" / "set" / "meta.csv")
+        prepare(_zip(tmp_path / "bad.zip", {"../x": b"1"}))
+    other = _zip(tmp_path / "other.zip", {"meta.csv": b"image,mos\na.png,3\n", "a.png": b"x"})
     for label, match in (("/etc/passwd", "inside the dataset folder"), ("../../x.csv", "inside the dataset folder"),
-                         ("other.csv", "not in the dataset folder")):
+                         ("labels.csv", "not in the dataset folder")):
         with pytest.raises(gr.Error, match=match):
-            train_tab.prepare(app, train_tab.TrainForm(zip_file=str(z), csv=label, confirm_cpu=True), "tiny",
-                              stamp="W")
-        assert not (tmp_path / "runs" / "datasets" / "my_data-W").exists()  # the refused upload is removed
+            prepare(other, csv=label)
+        assert [d.parent for d in datasets.iterdir()] == [datasets] and len(list(datasets.iterdir())) == 1
+    with pytest.raises(gr.Error, match="inside the dataset folder"):  # a refused form keeps an earlier unpacking
+        prepare(z, csv="/etc/passwd")
+    assert spec.data.is_dir()
+
+
+def test_unpack_once_replaces_a_partial_unpacking(tmp_path):
+    z = _zip(tmp_path / "d.zip", {"meta.csv": b"image,mos\n"})
+    (tmp_path / f"out.partial-{os.getpid()}").mkdir()  # as a run killed while unpacking leaves it
+    root, created = unpack_once(z, tmp_path / "out")
+    assert created and root == tmp_path / "out" and (root / "meta.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.zip", "out"]
+    assert unpack_once(z, tmp_path / "out") == (root, False)
 
 
 def test_train_job_runs_logs_and_stops(tmp_path):

@@ -8,6 +8,7 @@ all (counted while writing, not trusted from the header), and members compressed
 """
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 import zipfile
@@ -85,8 +86,30 @@ def safe_extract(zip_path: str | Path, dest: str | Path, *, max_members: int = M
             raise ArchiveError(f"{name}: uses a compression method this app cannot read ({e}). Re-create it "
                                "with plain deflate compression (the default of most zip tools).") from None
         raise ArchiveError(f"{name}: the zip is damaged ({e}). Re-create it and upload again.") from None
-    entries = [p for p in dest.iterdir()]
-    if not entries:
+    if not any(dest.iterdir()):
         shutil.rmtree(dest, ignore_errors=True)
         raise ArchiveError(f"{name}: the zip is empty.")
+    return top_folder(dest)
+
+
+def top_folder(dest: Path) -> Path:
+    """The dataset root inside an unpacked folder: its single sub-folder when the zip wrapped everything in one."""
+    entries = list(dest.iterdir())
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else dest
+
+
+def unpack_once(zip_path: str | Path, dest: str | Path, name: str | None = None) -> tuple[Path, bool]:
+    """(dataset root, whether it was unpacked now): `safe_extract` into `dest` unless a complete earlier
+    unpacking is there. It unpacks beside `dest` and renames, so `dest` never holds a partial one."""
+    dest = Path(dest)
+    if dest.is_dir():
+        return top_folder(dest), False
+    partial = dest.with_name(f"{dest.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)  # left by a run killed while unpacking
+    safe_extract(zip_path, partial, name=name or Path(zip_path).name)
+    try:
+        partial.rename(dest)
+    except OSError:  # another request unpacked the same zip meanwhile: use theirs
+        shutil.rmtree(partial, ignore_errors=True)
+        return top_folder(dest), False
+    return top_folder(dest), True

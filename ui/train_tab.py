@@ -13,11 +13,12 @@ from pathlib import Path
 import gradio as gr
 import torch
 
+from iqa.cache import file_sha256
 from iqa.config import PRESETS
 from iqa.data.datasets import DISPLAY_NAMES, FORMATS, detect_format, escapes_folder
 from iqa.data.splits import RATIO_PRESETS, parse_ratios
 from ui import render
-from ui.archive import ArchiveError, safe_extract
+from ui.archive import ArchiveError, unpack_once
 from ui.errors import user_error
 from ui.render import esc
 from ui.report import safe_stem
@@ -29,7 +30,8 @@ SOURCE_ZIP = "Upload a .zip"
 SOURCE_SERVER = "Folder on the server"
 DEFAULT_PRESET = "lite"
 TICK_S = 2.0  # seconds between log / curve refreshes while a run is going
-DATASETS_SUBDIR = "datasets"  # unpacked uploads go to <runs>/datasets/
+DATASETS_SUBDIR = "datasets"  # unpacked uploads go to <runs>/datasets/<zip name>-<content hash>/
+UPLOAD_HASH_CHARS = 16
 
 
 @dataclass
@@ -83,8 +85,10 @@ def _positive(value, name: str, kind: type):
     return v
 
 
-def dataset_root(app: AppState, form: TrainForm, stamp: str) -> Path:
-    """The dataset folder: the unpacked upload, or the server folder (only when the app allows it)."""
+def dataset_root(app: AppState, form: TrainForm) -> tuple[Path, Path | None]:
+    """(dataset folder, the folder unpacked for this request or None): the unpacked upload (unpacked once
+    per distinct zip, so repeated runs on one upload share it), or the server folder (only when the app
+    allows it)."""
     if form.source == SOURCE_SERVER:
         if not app.allow_server_data:
             raise user_error("Server folders are disabled. Start the app with --allow-server-data "
@@ -92,19 +96,16 @@ def dataset_root(app: AppState, form: TrainForm, stamp: str) -> Path:
         folder = Path(form.server_dir.strip()).expanduser()
         if not form.server_dir.strip() or not folder.is_dir():
             raise user_error(f"'{esc(form.server_dir)}' is not a folder on the server. Give the dataset folder's path.")
-        return folder.resolve()
+        return folder.resolve(), None
     if not form.zip_file:
         raise user_error("Upload the dataset as a .zip first (the dataset folder, zipped).")
     name = Path(form.zip_file).name
+    dest = app.runs_dir / DATASETS_SUBDIR / f"{safe_stem(name)}-{file_sha256(form.zip_file)[:UPLOAD_HASH_CHARS]}"
     try:
-        return safe_extract(form.zip_file, _upload_dest(app, form, stamp), name=name)
+        root, created = unpack_once(form.zip_file, dest, name=name)
     except ArchiveError as e:
         raise user_error(esc(str(e)), "Dataset zip refused") from None
-
-
-def _upload_dest(app: AppState, form: TrainForm, stamp: str) -> Path:
-    """The new folder an uploaded zip is unpacked into."""
-    return app.runs_dir / DATASETS_SUBDIR / f"{safe_stem(Path(form.zip_file).name)}-{stamp}"
+    return root, dest if created else None
 
 
 def _dataset_format(root: Path, chosen: str) -> str:
@@ -162,14 +163,13 @@ def prepare(app: AppState, form: TrainForm, checkpoint: str | None, data: Path |
                            "or untick “fine-tune”.")
         init = choice.path
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
-    unpacked = data is None and form.source != SOURCE_SERVER
-    root = data or dataset_root(app, form, stamp)
+    root, unpacked = (data, None) if data else dataset_root(app, form)
     try:
         fmt = _dataset_format(root, form.format)
         csv = _label_file(root, form.csv)
     except gr.Error:
         if unpacked:  # a refused form leaves no unpacked copy behind
-            shutil.rmtree(_upload_dest(app, form, stamp), ignore_errors=True)
+            shutil.rmtree(unpacked, ignore_errors=True)
         raise
     run_dir = app.runs_dir / f"{stamp}-{form.preset}"
     return TrainSpec(data=root, format=fmt, run_dir=run_dir, preset=form.preset, ratios=form.ratios.strip(),
