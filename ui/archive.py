@@ -8,7 +8,6 @@ all (counted while writing, not trusted from the header), and members compressed
 """
 from __future__ import annotations
 
-import os
 import shutil
 import stat
 import zipfile
@@ -22,6 +21,7 @@ MAX_RATIO = 200  # uncompressed / compressed size of one member
 COPY_CHUNK = 1 << 20
 ENCRYPTED_FLAG = 0x1  # general-purpose bit 0 of a zip entry
 SKIPPED_PREFIXES = ("__MACOSX/",)  # macOS resource forks
+PARTIAL_SUFFIX = ".partial"  # an unpacking under way (the app handles one Start at a time)
 
 
 class ArchiveError(ValueError):
@@ -104,12 +104,8 @@ def unpack_once(zip_path: str | Path, dest: str | Path, name: str | None = None)
     dest = Path(dest)
     if dest.is_dir():
         return top_folder(dest), False
-    partial = dest.with_name(f"{dest.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)  # left by a run killed while unpacking
+    partial = dest.with_name(f"{dest.name}{PARTIAL_SUFFIX}")
+    shutil.rmtree(partial, ignore_errors=True)  # left by an app killed while unpacking
     safe_extract(zip_path, partial, name=name or Path(zip_path).name)
-    try:
-        partial.rename(dest)
-    except OSError:  # another request unpacked the same zip meanwhile: use theirs
-        shutil.rmtree(partial, ignore_errors=True)
-        return top_folder(dest), False
+    partial.rename(dest)
     return top_folder(dest), True
