@@ -4,8 +4,8 @@ Every reader turns a dataset folder into a list of `Record`s: image path, option
 path, the raw human score, the score normalised to [0, 1] with higher = better (min-max over the
 dataset, DMOS inverted), and the `group` that content-disjoint splits keep together (the
 reference image for synthetic distortions, the image itself for authentic ones). Layouts are the
-releases' own (listed in `_LAYOUTS`); file names are matched case-insensitively because the releases mix cases
-(TID2013 ships `I01.BMP` next to `i25.bmp`).
+releases' own (listed in `_LAYOUTS`); file names are matched case-insensitively because the
+releases mix cases (TID2013 ships `I01.BMP` next to `i25.bmp`).
 """
 from __future__ import annotations
 
