@@ -70,7 +70,13 @@ def read_metadata(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
         raise CheckpointError(f"{wp}: not a valid safetensors file ({e}).") from None
     if "config" not in meta:
         raise CheckpointError(f"{wp}: no model config in its metadata; was it saved by iqa.checkpoint?")
-    return ModelConfig.from_json(meta["config"]), json.loads(meta.get("card", "{}"))
+    try:
+        card = json.loads(meta.get("card", "{}"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{wp}: its model card is not valid JSON ({e}).") from None
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{wp}: its model card is not a JSON object; re-save the checkpoint.")
+    return ModelConfig.from_json(meta["config"]), card
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[DiffV2IQA, dict[str, Any]]:

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from iqa.assess import Assessor
 from iqa.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
@@ -24,4 +26,12 @@ def test_bad_checkpoints_raise_clear_errors(tmp_path):
         read_metadata(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"\x80\x04not safetensors")
     with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        read_metadata(tmp_path)
+
+
+@pytest.mark.parametrize("card, match", [("null", "not a JSON object"), ("{oops", "not valid JSON")])
+def test_a_card_that_is_not_an_object_is_refused(tmp_path, card, match):
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "model.safetensors"),
+              metadata={"config": tiny_model().cfg.to_json(), "card": card})
+    with pytest.raises(CheckpointError, match=match):
         read_metadata(tmp_path)

@@ -119,6 +119,10 @@ def test_friendly_errors_for_non_image_oversized_and_missing(app, tmp_path):
         inspect_tab.assess_image(app, None, settings)
     with pytest.raises(gr.Error, match="Sampling steps must be between"):
         RunSettings.parse("tiny", 1, 1, 0, "cpu")
+    with pytest.raises(gr.Error, match="The seed must be between"):
+        RunSettings.parse("tiny", 2, 1, 1e30, "cpu")
+    with pytest.raises(gr.Error, match="whole numbers"):
+        RunSettings.parse("tiny", 2, 1, float("inf"), "cpu")
     with pytest.raises(gr.Error, match="not one of the app's checkpoints"):
         inspect_tab.assess_image(app, str(text), RunSettings("/etc", **FAST))
     assert launch_kwargs()["max_file_size"].endswith("mb")  # the server bounds uploads too
@@ -329,3 +333,33 @@ def test_build_app_names_api_endpoints(tmp_path):
     demo = build_app("tiny", runs_dir=tmp_path)
     names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"}
     assert {"assess", "batch"} <= names and len(names) == 2
+
+
+def test_batch_numbers_repeated_file_names(app, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        Image.fromarray(photo(230, 230)).save(tmp_path / folder / "img.png")
+    result = batch_tab.assess_files(app, [str(tmp_path / "a" / "img.png"), str(tmp_path / "b" / "img.png")],
+                                    RunSettings("tiny", **FAST))
+    assert [r.file for r in result.rows] == ["img.png", "img.png (2)"]
+
+
+def test_model_card_cells_keep_pipes_and_line_breaks_inside_the_table(app):
+    info = replace(app.info("tiny"), card={"provenance": "run A | run B", "notes": "one\n\ntwo"})
+    rows = [line for line in model_tab.card_markdown(info).splitlines() if line.startswith("| ")]
+    assert "| Provenance | run A \\| run B |" in rows and "| notes | one<br><br>two |" in rows
+
+
+def test_report_title_with_dollar_signs_is_not_a_formula(app, tmp_path):
+    image = tmp_path / "IMG_$1_$2.png"
+    Image.fromarray(photo(230, 230)).save(image)
+    view = inspect_tab.assess_image(app, str(image), RunSettings("tiny", **FAST))
+    files = inspect_tab.make_report(view.state)
+    assert any(f.endswith(".png") and Path(f).stat().st_size > 0 for f in files)
+
+
+def test_train_form_refuses_non_finite_numbers(app):
+    for field, value in (("epochs", float("inf")), ("lr", float("nan"))):
+        with pytest.raises(gr.Error, match="finite number"):
+            train_tab.prepare(app, train_tab.TrainForm(confirm_cpu=True, **{field: value}), "tiny")

@@ -54,8 +54,7 @@ def assess_files(app: AppState, files: list[str] | None, settings: RunSettings,
         raise friendly(e) from None
     rows, details = [], []
     n = len(paths)
-    for i, path in enumerate(paths):
-        name = Path(path).name
+    for i, (path, name) in enumerate(zip(paths, unique_names(paths))):
 
         def step(f: float, d: str, i=i, name=name) -> None:
             report_progress((i + f) / n, f"{name} ({i + 1}/{n}): {d}")
@@ -75,6 +74,17 @@ def assess_files(app: AppState, files: list[str] | None, settings: RunSettings,
     files = report.write_batch(rows, details, model, settings.to_dict())
     scores = [r.score for r in rows if r.score is not None]
     return BatchResult(rows, details, render.histogram(scores), files)
+
+
+def unique_names(paths: list[str]) -> list[str]:
+    """File names for the table, a repeated one numbered ("img.png (2)") so each row names one upload."""
+    seen: dict[str, int] = {}
+    names = []
+    for p in paths:
+        name = Path(p).name
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return names
 
 
 def summary_text(rows: list[report.BatchRow]) -> str:

@@ -9,6 +9,7 @@ import gradio as gr
 
 from iqa.config import ModelConfig, preset
 from iqa.model import DiffV2IQA, count_parameters
+from ui.errors import message
 from ui.render import esc
 from ui.state import AppState, ModelInfo
 
@@ -37,14 +38,19 @@ def _millions(n: Any) -> str:
     return f"{n / 1e6:.2f} M" if isinstance(n, (int, float)) else esc(str(n))
 
 
+def _cell(text: object) -> str:
+    """Text for one Markdown table cell: HTML-escaped, pipes escaped, line breaks as <br>."""
+    return esc(text).replace("|", "\\|").replace("\n", "<br>")
+
+
 def _value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, dict):
-        return "<br>".join(f"{esc(str(k))}: {_value(x)}" for k, x in v.items())
+        return "<br>".join(f"{_cell(k)}: {_value(x)}" for k, x in v.items())
     if isinstance(v, (list, tuple)):
         return ", ".join(_value(x) for x in v)
-    return esc(str(v))
+    return _cell(v)
 
 
 def architecture(cfg: ModelConfig) -> list[tuple[str, str]]:
@@ -81,7 +87,7 @@ def card_markdown(info: ModelInfo) -> str:
             rows.append((heading, card[key]))
             seen.add(key)
     rows += [(k, v) for k, v in card.items() if k not in seen and k not in SKIPPED_KEYS]
-    table = "\n".join(f"| {esc(str(k))} | {_value(v)} |" for k, v in rows)
+    table = "\n".join(f"| {_cell(k)} | {_value(v)} |" for k, v in rows)
     return "\n\n".join(lines) + "\n\n| field | value |\n|---|---|\n" + table
 
 
@@ -90,7 +96,7 @@ def show(app: AppState, key: str) -> tuple[str, dict]:
     try:
         info = app.info(key)
     except Exception as e:  # damaged or removed checkpoint: say so instead of failing the page
-        return f"**Cannot read this checkpoint:** {esc(str(e))}", {}
+        return f"**Cannot read this checkpoint:** {esc(message(e))}", {}
     return card_markdown(info), {"card": info.card, "config": json.loads(info.config.to_json())}
 
 

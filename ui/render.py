@@ -181,7 +181,8 @@ def report_panel(a: Assessment, title: str, vda_weight: float, opacity: float = 
     cols = max(len(views), len(MAP_KINDS)) + 1  # last column: bars, then each branch's score
     rows = 1 + len(branches)
     fig = Figure(figsize=(PANEL_COLUMN_IN * cols, PANEL_COLUMN_IN * 0.85 * rows + 0.6), dpi=PANEL_DPI)
-    fig.suptitle(f"{title}: score {a.score:.3f} ({quality_band(a.score)}; {SCORE_SCALE_TEXT})")
+    fig.suptitle(f"{title}: score {a.score:.3f} ({quality_band(a.score)}; {SCORE_SCALE_TEXT})",
+                 parse_math=False)  # a file name with two $ is not a formula
     for i, (img, name) in enumerate(views):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.imshow(img)

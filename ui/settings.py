@@ -6,12 +6,13 @@ from dataclasses import asdict, dataclass
 import gradio as gr
 
 from iqa.assess import DEFAULT_CROPS
-from ui.errors import user_error
+from ui.errors import message, user_error
 from ui.render import esc
 from ui.state import AppState, ModelInfo, device_choices
 
 MIN_STEPS, MAX_STEPS = 2, 200  # two kept intermediates need at least two sampling steps
 MAX_CROPS = 16
+MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes
 
 
 @dataclass
@@ -29,8 +30,10 @@ class RunSettings:
         """From raw UI / API values; bad numbers become a clear `gr.Error`."""
         try:
             s = cls(str(checkpoint or ""), int(steps), int(crops), int(seed or 0), str(device or "auto"))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise user_error("Sampling steps, crops and seed must be whole numbers.") from None
+        if not -MAX_SEED <= s.seed <= MAX_SEED:
+            raise user_error(f"The seed must be between -{MAX_SEED} and {MAX_SEED} (got {s.seed}).")
         if not MIN_STEPS <= s.steps <= MAX_STEPS:
             raise user_error(f"Sampling steps must be between {MIN_STEPS} and {MAX_STEPS} (got {s.steps}).")
         if not 1 <= s.crops <= MAX_CROPS:
@@ -91,5 +94,5 @@ def on_checkpoint_change(app: AppState, key: str):
     try:
         info = app.info(key)
     except Exception as e:  # a run folder removed meanwhile, a damaged file: say so, keep the UI alive
-        return f'<div class="iqa-untrained">{esc(str(e))}</div>', gr.update()
+        return f'<div class="iqa-untrained">{esc(message(e))}</div>', gr.update()
     return model_banner(info), gr.update(value=info.config.diffusion.sample_steps)

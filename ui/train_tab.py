@@ -4,6 +4,7 @@ checkpoint joins the selector when it ends.
 """
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -78,8 +79,10 @@ def _positive(value, name: str, kind: type):
         return None
     try:
         v = kind(value)
-    except (TypeError, ValueError):
-        raise user_error(f"{name} must be a number.") from None
+    except (TypeError, ValueError, OverflowError):
+        raise user_error(f"{name} must be a finite number.") from None
+    if not math.isfinite(v):
+        raise user_error(f"{name} must be a finite number (got {value}).")
     if v <= 0 or (kind is int and v != float(value)):
         raise user_error(f"{name} must be a positive {'whole ' if kind is int else ''}number (got {value}).")
     return v
