@@ -11,12 +11,10 @@ def _help(command: str, capsys) -> str:
     return " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
 
 
-def test_every_module_registers_a_command(capsys):
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--help"])
-    listed = capsys.readouterr().out
-    names = ["score", "evaluate", "benchmark", "synth", "splits", "train", "train-diffusion", "report", "bundle"]
-    assert len(names) == len(COMMAND_MODULES) and all(n in listed for n in names)
+def test_every_module_registers_a_command():
+    commands = {a.dest for a in build_parser()._subparsers._group_actions[0]._choices_actions}
+    assert commands == {"score", "evaluate", "benchmark", "synth", "splits", "train", "train-diffusion", "report",
+                        "bundle"} and len(commands) == len(COMMAND_MODULES)
 
 
 @pytest.mark.parametrize("command, shown", [
