@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "iqa.data.splits",
     "iqa.train_iqa",
     "iqa.train_diffusion",
+    "iqa.train_rank",
+    "iqa.levels",
     "iqa.report",
     "iqa.bundle",
 ]

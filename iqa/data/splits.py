@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -118,27 +118,34 @@ class SplitSet:
         }
 
 
+def split_groups(groups: Iterable[str], ratios: str | Sequence[float], seed: int = 0,
+                 k: int = 0) -> dict[str, list[str]]:
+    """Split number `k` of content groups into parts (train/(val/)test -> sorted group names).
+
+    The same rule as `make_splits`, so a folder of pristine photos split by their names gives the
+    same photos per part as the synthetic set made from them (whose groups are those names)."""
+    values = parse_ratios(ratios)
+    names = PART_NAMES[len(values)]
+    groups = sorted(set(groups))
+    sizes = part_sizes(len(groups), values)
+    order = np.random.default_rng([seed, k]).permutation(len(groups))
+    bounds = np.cumsum([0] + sizes)
+    return {name: sorted(groups[i] for i in order[lo:hi]) for name, lo, hi in zip(names, bounds[:-1], bounds[1:])}
+
+
 def make_splits(dataset: Dataset, ratios: str | Sequence[float] = "8:2", count: int = DEFAULT_COUNT,
                 seed: int = 0) -> SplitSet:
     """`count` random content-disjoint splits of `dataset`; deterministic for a given seed."""
     values = parse_ratios(ratios)
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
-    names = PART_NAMES[len(values)]
-    groups = sorted(dataset.groups)
-    sizes = part_sizes(len(groups), values)
     members: dict[str, list[str]] = {}
     for r in dataset.records:
         members.setdefault(r.group, []).append(dataset.relative(r.image))
     splits = []
     for k in range(count):
-        order = np.random.default_rng([seed, k]).permutation(len(groups))
-        bounds = np.cumsum([0] + sizes)
-        split = {}
-        for name, lo, hi in zip(names, bounds[:-1], bounds[1:]):
-            chosen = sorted(groups[i] for i in order[lo:hi])
-            split[name] = [path for g in chosen for path in members[g]]
-        splits.append(split)
+        parts = split_groups(dataset.groups, values, seed, k)
+        splits.append({name: [path for g in chosen for path in members[g]] for name, chosen in parts.items()})
     csv_used = None
     if dataset.format in CSV_FORMATS and dataset.label_file is not None:
         csv_used = dataset.relative(dataset.label_file)  # relative: survives moving the dataset

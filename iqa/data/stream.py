@@ -1,0 +1,280 @@
+"""An online stream of ranked synthetic series, for training that learns order (`train-rank`).
+
+A *series* is one random crop of one training photo: the clean crop and `kinds_per_series` kinds,
+each at `levels_per_kind` distinct levels, so that within a kind quality must fall with the level and
+the clean crop must beat every distortion (RankIQA's supervision, no opinion scores needed). Every
+series draws a fresh photo, scale (so crops see content at the sizes `assess` sees), crop position,
+flip, kinds, levels and realisation; each image gets its full-reference pseudo-MOS on the fly, and,
+for the full model, its diffusion states x, y0, y1, y2.
+
+Worker processes make series and a bounded replay buffer hands batches to the trainer, which thus
+never waits once the buffer holds a few series. Everything is seeded: a worker's generator is seeded
+by (seed, worker index, the step the run resumes from), so a resumed run draws new series.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from iqa.data.plain import all_kinds
+from iqa.data.splits import split_groups
+from iqa.data.synth import find_sources, pseudo_mos
+from iqa.images import load_image
+
+DISTORT_MARGIN = 16  # px distorted around the crop and cut off, so filters see real content at the edges
+QUEUE_SERIES = 4  # series a worker may have made ahead of the trainer
+CLEAN = -1  # kind index of the clean crop in a series
+MIN_CROP = 48  # the pseudo-MOS metrics (VIF) need at least 41 px
+
+
+@dataclass
+class StreamConfig:
+    """What the stream draws. `photos`: a folder of pristine photos, split by name like `splits`
+    (`ratios`, `split_seed`), of which only `part` is used. `scale`: range of the factor the photo is
+    resized by before cropping (1 = its own size). `kinds`: names from `iqa.data.plain.all_kinds()`
+    (empty = all 31)."""
+
+    photos: str = ""
+    part: str = "train"
+    ratios: str = "7:1:2"
+    split_seed: int = 0
+    crop: int = 224
+    scale: tuple[float, float] = (0.5, 1.0)
+    kinds: tuple[str, ...] = ()
+    kinds_per_series: int = 3
+    levels_per_kind: int = 3
+    flip: bool = True
+    buffer: int = 48
+    workers: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.crop < MIN_CROP:
+            raise ValueError(f"crop {self.crop}: at least {MIN_CROP} px (the pseudo-MOS metrics need it)")
+        if not 1 <= self.levels_per_kind <= 5 or self.kinds_per_series < 1:
+            raise ValueError(f"kinds per series ({self.kinds_per_series}) must be >= 1 and levels per kind "
+                             f"({self.levels_per_kind}) 1-5")
+
+    def kind_names(self) -> list[str]:
+        names = list(self.kinds) or list(all_kinds())
+        unknown = sorted(set(names) - set(all_kinds()))
+        if unknown:
+            raise ValueError(f"unknown distortion kind(s) {', '.join(unknown)}; choose from: {', '.join(all_kinds())}")
+        return names
+
+
+@dataclass
+class Series:
+    """One ranked series of N = 1 + kinds x levels crops.
+
+    states: (N, S, 3, c, c) uint8, S = 4 (x, y0, y1, y2) or 1 (x only, without diffusion);
+    kind: (N,) index into the stream's kind names, CLEAN for the clean crop; level: (N,) 0 = clean;
+    mos: (N,) pseudo-MOS in [0, 1]; photo: the photo's name."""
+
+    states: np.ndarray
+    kind: np.ndarray
+    level: np.ndarray
+    mos: np.ndarray
+    photo: str
+
+
+@dataclass
+class Batch:
+    """Series stacked for the trainer: states (B, 4 or 1, 3, c, c) uint8; series (B,) index of the
+    series each row belongs to; kind, level, mos (B,)."""
+
+    states: torch.Tensor
+    series: torch.Tensor
+    kind: torch.Tensor
+    level: torch.Tensor
+    mos: torch.Tensor
+
+
+def training_photos(cfg: StreamConfig) -> list[Path]:
+    """The photos of `cfg.part` of the name split of `cfg.photos`."""
+    sources = find_sources(Path(cfg.photos))
+    parts = split_groups([s.name for s in sources], cfg.ratios, cfg.split_seed)
+    if cfg.part not in parts:
+        raise ValueError(f"part {cfg.part!r} is not one of {', '.join(parts)} for ratios {cfg.ratios}")
+    chosen = set(parts[cfg.part])
+    return [s.path for s in sources if s.name in chosen]
+
+
+def _scaled_window(photo: np.ndarray, crop: int, scale: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """A random (crop + 2 * margin)-square window of the photo resized by a random factor in `scale`
+    (never below the size the window needs)."""
+    side = crop + 2 * DISTORT_MARGIN
+    h, w = photo.shape[:2]
+    lo = max(scale[0], side / min(h, w))
+    s = float(rng.uniform(lo, max(lo, scale[1])))
+    if abs(s - 1) > 1e-3:
+        nw, nh = max(side, round(w * s)), max(side, round(h * s))
+        photo = cv2.resize(photo, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+        h, w = nh, nw
+    y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    return np.ascontiguousarray(photo[y:y + side, x:x + side])
+
+
+def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, name: str = "") -> Series:
+    """One series (states of x only) from an RGB uint8 photo; see the module docstring."""
+    kinds = all_kinds()
+    names = cfg.kind_names()
+    window = _scaled_window(photo, cfg.crop, cfg.scale, rng)
+    if cfg.flip and rng.random() < 0.5:
+        window = np.ascontiguousarray(window[:, ::-1])
+    m, c = DISTORT_MARGIN, cfg.crop
+    images, kind_ix, levels = [window[m:m + c, m:m + c]], [CLEAN], [0]
+    for k in rng.choice(len(names), size=min(cfg.kinds_per_series, len(names)), replace=False):
+        d = kinds[names[k]]
+        realisation = int(rng.integers(2 ** 31))  # one random pattern at growing strength
+        for lv in sorted(rng.choice(np.arange(1, len(d.levels) + 1), size=cfg.levels_per_kind, replace=False)):
+            out = d(window, int(lv), np.random.default_rng(realisation))
+            images.append(out[m:m + c, m:m + c])
+            kind_ix.append(int(k))
+            levels.append(int(lv))
+    stack = np.stack(images)
+    mos = [p.mos for p in pseudo_mos(stack, stack[0])]
+    return Series(states=stack.transpose(0, 3, 1, 2)[:, None].copy(), kind=np.array(kind_ix),
+                  level=np.array(levels), mos=np.array(mos, dtype=np.float32), photo=name)
+
+
+@torch.no_grad()
+def add_diffusion_states(series: Series, diffusion, generator: torch.Generator, steps: int | None = None,
+                         keep_steps: tuple[int, int] | None = None) -> Series:
+    """Replace series.states (N, 1, 3, c, c) by (N, 4, 3, c, c): x and the diffusion network's y0, y1, y2
+    (sampler settings from the network's config unless given)."""
+    x = torch.from_numpy(series.states[:, 0]).float() / 127.5 - 1
+    r = diffusion.restore(x, steps=steps, keep_steps=keep_steps, generator=generator)
+    st = torch.stack([x, r.y0, r.y1, r.y2], dim=1)
+    series.states = ((st.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return series
+
+
+@dataclass
+class _WorkerArgs:
+    cfg: StreamConfig
+    photos: list[Path]
+    diffusion_cfg: object | None
+    diffusion_state: dict | None
+    steps: int | None
+    keep_steps: tuple[int, int] | None
+    seed: list[int] = field(default_factory=list)
+
+
+def _worker(args: _WorkerArgs, out: mp.Queue) -> None:
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+    diffusion = None
+    if args.diffusion_cfg is not None:
+        from iqa.diffusion import Diffusion
+        diffusion = Diffusion(args.diffusion_cfg).eval()
+        diffusion.load_state_dict(args.diffusion_state)
+    cache: dict[Path, np.ndarray] = {}
+    while True:
+        path = args.photos[int(rng.integers(len(args.photos)))]
+        if path not in cache:
+            cache[path] = load_image(path).array
+        s = make_series(cache[path], args.cfg, rng, name=path.stem)
+        if diffusion is not None:
+            s = add_diffusion_states(s, diffusion, gen, args.steps, args.keep_steps)
+        out.put(s)
+
+
+class SeriesStream:
+    """Worker processes making series into a bounded replay buffer; `batch(k)` draws k series.
+
+    diffusion: a `Diffusion` module (its config and weights go to the workers) or None for x only;
+    steps / keep_steps: its sampler settings (default: its config's).
+    start: the step the run starts from (part of the workers' seeds). Use as a context manager, or
+    call `close()`, so the workers end with the run."""
+
+    def __init__(self, cfg: StreamConfig, diffusion=None, steps: int | None = None,
+                 keep_steps: tuple[int, int] | None = None, start: int = 0):
+        self.cfg = cfg
+        self.photos = training_photos(cfg)
+        if not self.photos:
+            raise ValueError(f"{cfg.photos}: no photos in the {cfg.part!r} part")
+        cfg.kind_names()
+        self.rng = np.random.default_rng([cfg.seed, start, 1 << 20])
+        self.buffer: list[Series] = []
+        self.made = 0
+        ctx = mp.get_context("spawn")
+        self.queue = ctx.Queue(maxsize=QUEUE_SERIES * max(1, cfg.workers))
+        dcfg = dstate = None
+        if diffusion is not None:
+            dcfg, dstate = diffusion.cfg, {k: v.detach().cpu() for k, v in diffusion.state_dict().items()}
+        self.procs = []
+        for w in range(cfg.workers):
+            args = _WorkerArgs(cfg, self.photos, dcfg, dstate, steps, keep_steps, [cfg.seed, w, start])
+            p = ctx.Process(target=_worker, args=(args, self.queue), daemon=True)
+            p.start()
+            self.procs.append(p)
+
+    def _take(self, block: bool) -> bool:
+        try:
+            s = self.queue.get(block=block, timeout=600 if block else None)
+        except queue.Empty:
+            if block:
+                self._check_workers()
+                raise RuntimeError("no series from the stream's workers in 10 minutes") from None
+            return False
+        self.made += 1
+        if len(self.buffer) < self.cfg.buffer:
+            self.buffer.append(s)
+        else:
+            self.buffer[int(self.rng.integers(len(self.buffer)))] = s
+        return True
+
+    def _check_workers(self) -> None:
+        dead = [p for p in self.procs if not p.is_alive()]
+        if dead:
+            raise RuntimeError(f"{len(dead)} stream worker(s) ended (exit code {dead[0].exitcode}); "
+                               "see the messages above")
+
+    def batch(self, k: int) -> Batch:
+        """k series from the buffer (new series taken in first; waits only while it holds fewer than k)."""
+        while self._take(block=False):
+            pass
+        while len(self.buffer) < k:
+            self._check_workers()
+            self._take(block=True)
+        chosen = [self.buffer[i] for i in self.rng.choice(len(self.buffer), size=k, replace=False)]
+        n = [len(s.kind) for s in chosen]
+        return Batch(states=torch.from_numpy(np.concatenate([s.states for s in chosen])),
+                     series=torch.repeat_interleave(torch.arange(k), torch.tensor(n)),
+                     kind=torch.from_numpy(np.concatenate([s.kind for s in chosen])),
+                     level=torch.from_numpy(np.concatenate([s.level for s in chosen])),
+                     mos=torch.from_numpy(np.concatenate([s.mos for s in chosen])))
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self.procs:
+            p.join(timeout=10)
+        self.queue.close()
+
+    def __enter__(self) -> "SeriesStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def ordered_pairs(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(better, worse) row indices: within each series, clean above every distortion and, within a
+    kind, each level above every higher level."""
+    s, k, lv = batch.series, batch.kind, batch.level
+    same_series = s[:, None] == s[None, :]
+    clean_first = (k[:, None] == CLEAN) & (k[None, :] != CLEAN)
+    level_order = (k[:, None] == k[None, :]) & (k[:, None] != CLEAN) & (lv[:, None] < lv[None, :])
+    better, worse = torch.nonzero(same_series & (clean_first | level_order), as_tuple=True)
+    return better, worse

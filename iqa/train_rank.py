@@ -1,0 +1,353 @@
+"""`python -m iqa train-rank`: teach a checkpoint the order of quality on an online stream of series.
+
+RankIQA's supervision (Liu et al., ICCV 2017) inside the full model: every batch holds a few ranked
+series from `iqa.data.stream` (a clean crop, several kinds at several levels each); the loss is a
+hinge on every ordered pair (clean above each distortion, within a kind each level above the higher
+ones) plus a weighted MSE to the pseudo-MOS, which keeps scores comparable across kinds. The later
+backbone blocks are fine-tuned with BatchNorm statistics frozen (batches are small and hold one
+content per series), the heads with a larger learning rate; the diffusion network stays fixed.
+
+The run lives in `--out`: `state.pt` (saved every `save_every_min`, read with weights_only), `last/`
+(a checkpoint), `snapshots/step-N/` (kept for the learning curve), `log.jsonl`. Stopped at any
+moment, the same command resumes it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iqa.assess import resolve_device
+from iqa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from iqa.data.stream import Batch, SeriesStream, StreamConfig, ordered_pairs
+from iqa.model import DiffV2IQA
+from iqa.training import JsonlLog, atomic_save, load_state, seed_everything
+
+STATE = "state.pt"
+LOG = "log.jsonl"
+LOG_EVERY = 10  # steps between log lines
+LOSSES = ("both", "rank", "mse")
+
+
+class RankError(ValueError):
+    """A run that cannot start; the message says what to change."""
+
+
+@dataclass
+class RankConfig:
+    """One ranking run; stored in its state and in every checkpoint's card.
+
+    free_from_block: backbone stages with this index and later are trained (see `stages`; the stem
+    and earlier stages stay frozen); None freezes the whole backbone. loss: "both" (hinge + MSE),
+    "rank" (hinge only) or "mse" (regression only), for the ablation."""
+
+    init: str = "checkpoints/default"
+    no_diffusion: bool = False
+    steps: int = 3000
+    series_per_batch: int = 3
+    free_from_block: int | None = 4
+    lr_backbone: float = 1e-4
+    lr_heads: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "both"
+    margin: float = 0.05
+    mse_weight: float = 0.5
+    save_every_min: float = 5.0
+    snapshot_every_min: float = 30.0
+    threads: int = 1
+    device: str = "auto"
+    seed: int = 0
+    stream: StreamConfig = field(default_factory=StreamConfig)
+
+    def __post_init__(self):
+        if isinstance(self.stream, dict):
+            s = dict(self.stream)
+            for key in ("scale", "kinds"):
+                if key in s:
+                    s[key] = tuple(s[key])
+            self.stream = StreamConfig(**s)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    def same_run(self, other: "RankConfig") -> list[str]:
+        """Settings that differ from a saved run's (steps, saving, threads, workers and the buffer may
+        change on resume)."""
+        free = {"steps", "save_every_min", "snapshot_every_min", "threads", "device"}
+        a, b = self.to_dict(), other.to_dict()
+        for d in (a, b):
+            for key in ("workers", "buffer"):
+                d["stream"].pop(key)
+        return sorted(k for k in a if k not in free and a[k] != b[k])
+
+
+@dataclass
+class StepStats:
+    """One optimisation step: losses, the share of ordered pairs the model already ranks right."""
+
+    loss: float
+    rank: float
+    mse: float
+    pair_accuracy: float
+    images: int
+
+
+def freeze_norms(module: nn.Module) -> None:
+    """Put every BatchNorm in eval mode (running statistics fixed) and stop its affine updates."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            m.requires_grad_(False)
+
+
+def stages(net: nn.Module) -> list[nn.Module]:
+    """A timm network's stages in order: `blocks` (EfficientNet, ViT) or ResNet's layer1-4."""
+    if hasattr(net, "blocks"):
+        return list(net.blocks)
+    return [getattr(net, f"layer{i}") for i in range(1, 5) if hasattr(net, f"layer{i}")]
+
+
+def prepare(model: DiffV2IQA, cfg: RankConfig) -> list[dict]:
+    """Set what trains and return the optimiser's parameter groups (backbone blocks, heads)."""
+    if model.diffusion is not None:
+        model.diffusion.requires_grad_(False)
+    backbone_params = []
+    for bcfg, bb in ((model.cfg.vcg.backbone, model.backbone), (model.cfg.vda.backbone, model.vda_backbone)):
+        if bb is None:
+            continue
+        bb.requires_grad_(False)
+        bcfg.frozen = cfg.free_from_block is None
+        bb.cfg.frozen = bcfg.frozen
+        if cfg.free_from_block is not None:
+            blocks = stages(bb.model)
+            if not 0 <= cfg.free_from_block < len(blocks):
+                raise RankError(f"--free-from-block {cfg.free_from_block}: backbone {bcfg.name} has "
+                                f"{len(blocks)} stages (0-{len(blocks) - 1})")
+            for blk in blocks[cfg.free_from_block:]:
+                blk.requires_grad_(True)
+        freeze_norms(bb)
+        backbone_params += [p for p in bb.parameters() if p.requires_grad]
+    heads = [p for m in (model.vcg, model.vda) if m is not None for p in m.parameters()]
+    for p in heads:
+        p.requires_grad_(True)
+    groups = [{"params": heads, "lr": cfg.lr_heads, "name": "heads"}]
+    if backbone_params:
+        groups.append({"params": backbone_params, "lr": cfg.lr_backbone, "name": "backbone"})
+    return groups
+
+
+def train_mode(model: DiffV2IQA) -> None:
+    """Dropout on in the heads; backbones and diffusion keep eval behaviour (frozen statistics)."""
+    model.train()
+    if model.diffusion is not None:
+        model.diffusion.eval()
+    for bb in (model.backbone, model.vda_backbone):
+        if bb is not None:
+            freeze_norms(bb)
+
+
+def rank_loss(scores: torch.Tensor, batch: Batch, margin: float) -> tuple[torch.Tensor, float]:
+    """Hinge over every ordered pair of the batch's series: mean(relu(margin - (s_better - s_worse))),
+    and the share of pairs already ordered."""
+    better, worse = ordered_pairs(batch)
+    diff = scores[better] - scores[worse]
+    return F.relu(margin - diff).mean(), float((diff > 0).float().mean())
+
+
+def step_loss(model: DiffV2IQA, batch: Batch, cfg: RankConfig, device: torch.device) -> tuple[torch.Tensor, StepStats]:
+    states = batch.states.to(device).float() / 127.5 - 1
+    if model.cfg.use_diffusion and states.shape[1] == 1:
+        raise RankError("the stream gives x only but the model uses diffusion states")
+    if states.shape[1] == 1:
+        states = states.expand(-1, 4, -1, -1, -1)
+    scores = model(states).score.float()
+    rank, acc = rank_loss(scores, batch, cfg.margin)
+    mse = F.mse_loss(scores, batch.mos.to(device).float())
+    total = {"both": rank + cfg.mse_weight * mse, "rank": rank, "mse": mse}[cfg.loss]
+    return total, StepStats(total.item(), rank.item(), mse.item(), acc, len(scores))
+
+
+def load_model(cfg: RankConfig) -> tuple[DiffV2IQA, dict]:
+    """The model to train (from `cfg.init`; without its diffusion network for the no-diffusion
+    ablation) and the init checkpoint's card."""
+    try:
+        model, card = load_checkpoint(cfg.init, device="cpu")
+    except CheckpointError as err:
+        raise RankError(str(err)) from None
+    if cfg.no_diffusion:
+        model.cfg = dataclasses.replace(model.cfg, use_diffusion=False, name=f"{model.cfg.name}:no-diffusion")
+        model.diffusion = None
+    elif model.diffusion is None:
+        raise RankError(f"{cfg.init}: this checkpoint has no diffusion network; use --no-diffusion "
+                        "or a full checkpoint")
+    return model, card
+
+
+def _card(cfg: RankConfig, init_card: dict, step: int, hours: float, images: int) -> dict:
+    return {"trained": True, "stage": "train-rank", "init": cfg.init,
+            "init_training": init_card.get("training"), "diffusion_training": init_card.get("diffusion_training"),
+            "rank_training": {"config": cfg.to_dict(), "steps": step, "images_seen": images,
+                              "wall_hours": round(hours, 3), "threads": cfg.threads,
+                              "workers": cfg.stream.workers,
+                              "cpu_core_hours": round(hours * (cfg.threads + cfg.stream.workers), 3)},
+            "backbone_weights": init_card.get("backbone_weights"), "command": " ".join(sys.argv)}
+
+
+def _save_state(path: Path, model: DiffV2IQA, opt: torch.optim.Optimizer, cfg: RankConfig, progress: dict) -> None:
+    atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": json.dumps(cfg.to_dict()),
+                 "progress": json.dumps(progress)}, path)
+
+
+def _resume(out: Path, cfg: RankConfig, model: DiffV2IQA, opt: torch.optim.Optimizer) -> dict:
+    """Load `out/state.pt` into model and optimiser; the saved progress (step, images, hours), or zeros."""
+    state = load_state(out)
+    if state is None:
+        return {"step": 0, "images": 0, "hours": 0.0}
+    saved = RankConfig(**json.loads(state["config"]))
+    changed = cfg.same_run(saved)
+    if changed:
+        raise RankError(f"{out} holds a run with other settings ({', '.join(changed)}); resume it with its "
+                        "settings or choose another --out")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return json.loads(state["progress"])
+
+
+def _log(log: JsonlLog, say, window: list, progress: dict, made: int, steps: int) -> None:
+    n = sum(s.images for s, _ in window)
+    rec = {k: round(sum(getattr(s, k) for s, _ in window) / len(window), 5)
+           for k in ("loss", "rank", "mse", "pair_accuracy")}
+    rate = n / max(sum(dt for _, dt in window), 1e-9)
+    log.write(step=progress["step"], **rec, images_per_s=round(rate, 3), images=progress["images"],
+              series_made=made, hours=round(progress["hours"], 4))
+    say(f"step {progress['step']}/{steps}  loss {rec['loss']:.4f}  pairs ordered {rec['pair_accuracy']:.3f}  "
+        f"{rate:.2f} images/s  {progress['hours']:.2f} h")
+
+
+def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
+    """Run (or resume) a ranking run in `out`; returns the folder of its last checkpoint."""
+    out = Path(out)
+    if cfg.loss not in LOSSES:
+        raise RankError(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    model, init_card = load_model(cfg)
+    groups = prepare(model, cfg)
+    model.to(device)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    progress = _resume(out, cfg, model, opt)
+    start = progress["step"]
+    log = JsonlLog(out / LOG)
+    if start >= cfg.steps:
+        say(f"{out}: already at step {start} of {cfg.steps}; raise --steps to go on")
+        return out / "last"
+    say(f"train-rank: {model.cfg.name} from {cfg.init}, steps {start} -> {cfg.steps}, "
+        f"{sum(p.numel() for g in groups for p in g['params']):,} trained parameters, out {out}")
+    last_save = last_snap = t_run = time.time()
+    hours0, window = progress["hours"], []
+
+    def save(where: Path) -> None:
+        save_checkpoint(model, where, _card(cfg, init_card, progress["step"], progress["hours"], progress["images"]))
+
+    with SeriesStream(cfg.stream, model.diffusion, start=start) as stream:
+        train_mode(model)
+        try:
+            for step in range(start + 1, cfg.steps + 1):
+                batch = stream.batch(cfg.series_per_batch)
+                t0 = time.time()
+                opt.zero_grad(set_to_none=True)
+                loss, stats = step_loss(model, batch, cfg, device)
+                loss.backward()
+                opt.step()
+                window.append((stats, time.time() - t0))
+                progress.update(step=step, images=progress["images"] + stats.images,
+                                hours=hours0 + (time.time() - t_run) / 3600)
+                if step % LOG_EVERY == 0 or step == cfg.steps:
+                    _log(log, say, window, progress, stream.made, cfg.steps)
+                    window = []
+                now = time.time()
+                if now - last_save >= cfg.save_every_min * 60 or step == cfg.steps:
+                    _save_state(out / STATE, model, opt, cfg, progress)
+                    save(out / "last")
+                    last_save = now
+                if now - last_snap >= cfg.snapshot_every_min * 60:
+                    save(out / "snapshots" / f"step-{step}")
+                    last_snap = now
+        except KeyboardInterrupt:
+            if progress["step"] > start:
+                _save_state(out / STATE, model, opt, cfg, progress)
+                save(out / "last")
+            say(f"interrupted at step {progress['step']}; state saved, the same command resumes")
+            raise
+    say(f"done: {out / 'last'}")
+    return out / "last"
+
+
+def register(subparsers) -> None:
+    d = RankConfig()
+    s = StreamConfig()
+    p = subparsers.add_parser("train-rank", help="teach a checkpoint the order of quality (online ranked series)",
+                              description=__doc__)
+    p.add_argument("--photos", required=True, help="folder of pristine photos (split by name as `splits` does)")
+    p.add_argument("--out", default="runs/rank", help="run folder; the same command resumes it")
+    p.add_argument("--init", default=d.init, help="checkpoint to start from (its diffusion network stays fixed)")
+    p.add_argument("--no-diffusion", action="store_true", help="ablation: drop the diffusion network (states = x)")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimisation steps in all")
+    p.add_argument("--series-per-batch", type=int, default=d.series_per_batch, help="series per step")
+    p.add_argument("--free-from-block", type=int, default=d.free_from_block,
+                   help="train backbone blocks from this index on (-1: keep the backbone frozen)")
+    p.add_argument("--lr-backbone", type=float, default=d.lr_backbone, help="AdamW learning rate of backbone blocks")
+    p.add_argument("--lr-heads", type=float, default=d.lr_heads, help="AdamW learning rate of the quality heads")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    p.add_argument("--loss", choices=LOSSES, default=d.loss, help="hinge + MSE, hinge only, or MSE only")
+    p.add_argument("--margin", type=float, default=d.margin, help="hinge margin")
+    p.add_argument("--mse-weight", type=float, default=d.mse_weight, help="weight of the MSE to pseudo-MOS")
+    p.add_argument("--kinds", nargs="*", default=[], metavar="KIND", help="distortion kinds (default: all 31)")
+    p.add_argument("--kinds-per-series", type=int, default=s.kinds_per_series, help="kinds in each series")
+    p.add_argument("--levels-per-kind", type=int, default=s.levels_per_kind, help="distinct levels of each kind")
+    p.add_argument("--crop", type=int, default=s.crop, help="crop side in pixels")
+    p.add_argument("--ratios", default=s.ratios, help="train:val:test split of the photos")
+    p.add_argument("--split-seed", type=int, default=s.split_seed, help="seed of the photo split")
+    p.add_argument("--buffer", type=int, default=s.buffer, help="series held in the replay buffer")
+    p.add_argument("--workers", type=int, default=s.workers, help="processes making series")
+    p.add_argument("--threads", type=int, default=d.threads, help="trainer threads")
+    p.add_argument("--save-every-min", type=float, default=d.save_every_min, help="minutes between saved states")
+    p.add_argument("--snapshot-every-min", type=float, default=d.snapshot_every_min,
+                   help="minutes between kept snapshots (the learning curve)")
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.set_defaults(func=run)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(args) -> int:
+    stream = StreamConfig(photos=args.photos, ratios=args.ratios, split_seed=args.split_seed, crop=args.crop,
+                          kinds=tuple(args.kinds), kinds_per_series=args.kinds_per_series,
+                          levels_per_kind=args.levels_per_kind, buffer=args.buffer, workers=args.workers,
+                          seed=args.seed)
+    cfg = RankConfig(init=args.init, no_diffusion=args.no_diffusion, steps=args.steps,
+                     series_per_batch=args.series_per_batch,
+                     free_from_block=None if args.free_from_block < 0 else args.free_from_block,
+                     lr_backbone=args.lr_backbone, lr_heads=args.lr_heads, weight_decay=args.weight_decay,
+                     loss=args.loss, margin=args.margin, mse_weight=args.mse_weight,
+                     save_every_min=args.save_every_min, snapshot_every_min=args.snapshot_every_min,
+                     threads=args.threads, device=args.device, seed=args.seed, stream=stream)
+    signal.signal(signal.SIGTERM, _interrupt)  # a kill saves the state like Ctrl-C
+    try:
+        train(cfg, args.out)
+    except (ValueError, OSError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

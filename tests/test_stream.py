@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from iqa.data.stream import CLEAN, Batch, SeriesStream, StreamConfig, add_diffusion_states, make_series, \
+    ordered_pairs, training_photos
+
+from helpers import photo, tiny_model
+
+
+def _photos(root, n=5):
+    from PIL import Image
+    root.mkdir(exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.roll(photo(200, 150), 30 * i, axis=1)).save(root / f"p{i}.png")
+    return root
+
+
+def test_series_has_clean_crop_then_distinct_levels_per_kind():
+    cfg = StreamConfig(crop=64, kinds=("blur", "noise", "contrast"), kinds_per_series=2, levels_per_kind=3)
+    s = make_series(photo(200, 150), cfg, np.random.default_rng(0), name="a")
+    assert s.states.shape == (7, 1, 3, 64, 64) and s.states.dtype == np.uint8
+    assert s.kind[0] == CLEAN and s.level[0] == 0 and s.mos[0] == pytest.approx(1.0, abs=1e-3)
+    for k in set(s.kind[1:]):
+        lv = s.level[s.kind == k]
+        assert len(set(lv)) == 3 and all(1 <= v <= 5 for v in lv)
+        assert np.all(np.diff(s.mos[s.kind == k]) < 0)  # pseudo-MOS falls with the level
+    assert np.all(s.mos[1:] < s.mos[0])
+
+
+def test_ordered_pairs_clean_first_and_within_kind_by_level():
+    b = Batch(states=torch.zeros(6, 1, 3, 4, 4, dtype=torch.uint8), series=torch.tensor([0, 0, 0, 0, 1, 1]),
+              kind=torch.tensor([CLEAN, 2, 2, 5, CLEAN, 2]), level=torch.tensor([0, 1, 3, 2, 0, 4]),
+              mos=torch.zeros(6))
+    better, worse = ordered_pairs(b)
+    pairs = set(zip(better.tolist(), worse.tolist()))
+    assert pairs == {(0, 1), (0, 2), (0, 3), (1, 2), (4, 5)}
+
+
+def test_only_the_chosen_part_is_drawn(tmp_path):
+    root = _photos(tmp_path / "photos")
+    parts = {p: {x.name for x in training_photos(StreamConfig(photos=str(root), part=p, ratios="3:1:1"))}
+             for p in ("train", "val", "test")}
+    assert sum(map(len, parts.values())) == 5 and len(parts["train"]) == 3
+    assert not (parts["train"] & parts["test"]) and not (parts["train"] & parts["val"])
+    with pytest.raises(ValueError, match="part"):
+        training_photos(StreamConfig(photos=str(root), part="holdout", ratios="3:1:1"))
+
+
+def test_diffusion_states_are_added():
+    cfg = StreamConfig(crop=48, kinds=("blur",), kinds_per_series=1, levels_per_kind=2)
+    s = make_series(photo(120, 90), cfg, np.random.default_rng(0))
+    s = add_diffusion_states(s, tiny_model().diffusion, torch.Generator().manual_seed(0))
+    assert s.states.shape == (3, 4, 3, 48, 48) and s.states.dtype == np.uint8
+
+
+def test_stream_workers_fill_batches_and_close(tmp_path):
+    root = _photos(tmp_path / "photos")
+    cfg = StreamConfig(photos=str(root), ratios="3:1:1", crop=48, kinds=("blur", "jpeg_q"), kinds_per_series=1,
+                       levels_per_kind=2, buffer=3)
+    with SeriesStream(cfg) as stream:
+        b = stream.batch(2)
+        assert b.states.shape == (6, 1, 3, 48, 48) and b.series.tolist() == [0, 0, 0, 1, 1, 1]
+        assert len(ordered_pairs(b)[0]) == 6
+    assert not any(p.is_alive() for p in stream.procs)
+
+
+def test_unknown_kind_is_named():
+    with pytest.raises(ValueError, match="nosuch"):
+        StreamConfig(kinds=("nosuch",)).kind_names()
+
+
+def test_too_small_crop_is_refused():
+    with pytest.raises(ValueError, match="at least 48"):
+        StreamConfig(crop=32)

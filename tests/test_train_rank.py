@@ -1,0 +1,103 @@
+import json
+
+import pytest
+import torch
+
+from iqa.checkpoint import load_checkpoint, save_checkpoint
+from iqa.cli import main as cli_main
+from iqa.data.stream import CLEAN, Batch
+from iqa.train_rank import RankConfig, prepare, rank_loss, stages
+
+from helpers import tiny_model
+from test_stream import _photos
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rank")
+    save_checkpoint(tiny_model(), root / "init", {"trained": False})
+    return _photos(root / "photos"), root / "init"
+
+
+def _args(photos, init, out, steps, *extra):
+    return ["train-rank", "--photos", str(photos), "--init", str(init), "--out", str(out), "--steps", str(steps),
+            "--series-per-batch", "2", "--kinds-per-series", "1", "--levels-per-kind", "2", "--crop", "48",
+            "--kinds", "blur", "noise", "--ratios", "3:1:1", "--buffer", "2", "--free-from-block", "3",
+            "--save-every-min", "0", *extra]
+
+
+def test_rank_loss_is_zero_only_when_every_pair_is_ordered_by_the_margin():
+    b = Batch(states=torch.zeros(3, 1, 3, 4, 4, dtype=torch.uint8), series=torch.zeros(3, dtype=torch.long),
+              kind=torch.tensor([CLEAN, 0, 0]), level=torch.tensor([0, 1, 2]), mos=torch.zeros(3))
+    loss, acc = rank_loss(torch.tensor([0.9, 0.5, 0.1]), b, margin=0.05)
+    assert loss == 0 and acc == 1
+    loss, acc = rank_loss(torch.tensor([0.5, 0.52, 0.1]), b, margin=0.05)
+    assert loss > 0 and acc == pytest.approx(2 / 3)
+
+
+def test_prepare_trains_later_stages_and_heads_only():
+    model = tiny_model()
+    groups = prepare(model, RankConfig(free_from_block=3))
+    assert {g["name"] for g in groups} == {"heads", "backbone"}
+    net = model.backbone.model
+    assert all(p.requires_grad for p in stages(net)[3].parameters() if p.ndim > 1)  # convolutions
+    assert not any(p.requires_grad for p in stages(net)[0].parameters())
+    assert not any(p.requires_grad for p in model.diffusion.parameters())
+
+
+def test_train_writes_checkpoint_resumes_and_keeps_frozen_parts(setup, tmp_path, capsys):
+    photos, init = setup
+    out = tmp_path / "run"
+    assert cli_main(_args(photos, init, out, 2)) == 0
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2 and log[-1]["images"] == 12 and log[-1]["images_per_s"] > 0
+    trained, card = load_checkpoint(out / "last")
+    assert card["rank_training"]["steps"] == 2 and card["stage"] == "train-rank"
+    before = load_checkpoint(init)[0].state_dict()
+    after = trained.state_dict()
+    frozen = [k for k in before if k.startswith("backbone.model.layer1.") and before[k].is_floating_point()]
+    # (timm zero-initialises each block's last BatchNorm scale, so in a random network only the
+    # shortcut convolutions of layer4 get gradients)
+    free = [k for k in before if k.startswith("backbone.model.layer4.") and k.endswith("weight")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert free and not all(torch.equal(before[k], after[k]) for k in free)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vcg."))
+
+    assert cli_main(_args(photos, init, out, 3)) == 0  # the same command, more steps: resumes
+    assert "steps 2 -> 3" in capsys.readouterr().out
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
+
+    assert cli_main(_args(photos, init, out, 4, "--loss", "rank")) == 2
+    assert "other settings (loss)" in capsys.readouterr().err
+
+
+def test_no_diffusion_ablation_and_bad_stage_are_named(setup, tmp_path, capsys):
+    photos, init = setup
+    assert cli_main(_args(photos, init, tmp_path / "nd", 1, "--no-diffusion", "--loss", "mse")) == 0
+    model, card = load_checkpoint(tmp_path / "nd" / "last")
+    assert model.diffusion is None and model.cfg.name.endswith(":no-diffusion")
+    assert cli_main(_args(photos, init, tmp_path / "bad", 1)[:-4] + ["--free-from-block", "9"]) == 2
+    assert "has 4 stages" in capsys.readouterr().err
+
+
+def test_a_kill_saves_the_state(setup, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    photos, init = setup
+    out = tmp_path / "killed"
+    args = _args(photos, init, out, 1000)
+    args[args.index("--save-every-min") + 1] = "60"
+    proc = subprocess.Popen([sys.executable, "-m", "iqa", *args], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    for line in proc.stdout:
+        if line.startswith("step 10/"):
+            break
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=60) == 130 and "state saved" in rest
+    assert torch.load(out / "state.pt", weights_only=True)["progress"]
+    assert load_checkpoint(out / "last")[1]["rank_training"]["steps"] >= 10
