@@ -126,25 +126,31 @@ def distorted(image: np.ndarray, kind: str, level: int, seed: int, photo_index: 
 
 @dataclass
 class Method:
-    """A named scorer: `score(array) -> float`, higher = better; `key` identifies its weights."""
+    """A named scorer: `score(array) -> float`, higher = better; `key` identifies its weights
+    (for a checkpoint: `weights` is the SHA-256 of its weights file)."""
 
     name: str
     key: str
     score: Callable[[np.ndarray], float]
+    weights: str = ""
 
 
-def _fingerprint(path: Path) -> str:
+def weights_digest(path: str | Path) -> str:
+    """SHA-256 of a checkpoint's weights file: which weights a levels result belongs to."""
     from iqa.checkpoint import weights_path
-    wp = weights_path(path)
-    st = wp.stat()
-    return hashlib.sha1(f"{wp.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    h = hashlib.sha256()
+    with weights_path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def checkpoint_method(name: str, path: str, crops: int, device: str = "auto") -> Method:
     from iqa.assess import load
     assessor = load(path, device=device)
-    return Method(name, f"ckpt:{_fingerprint(Path(path))}:crops{crops}",
-                  lambda a: assessor.assess(a, crops=crops, seed=0).score)
+    digest = weights_digest(path)
+    return Method(name, f"ckpt:{digest[:16]}:crops{crops}", lambda a: assessor.assess(a, crops=crops, seed=0).score,
+                  weights=digest)
 
 
 def peer_method(name: str) -> Method:
@@ -325,7 +331,8 @@ def run(args) -> int:
         {"command": command, "photos": [p.name for p in photos], "kinds": kinds,
          "monotone_kinds": report.monotone_kinds, "gate_thresholds": GATE,
          "labels": asdict(report.labels) if report.labels else None,
-         "results": [{**asdict(m), "gate": gate(m)} for m in report.methods]}, indent=1))
+         "results": [{**asdict(m), "gate": gate(m), "weights": me.weights, "crops": args.crops}
+                     for m, me in zip(report.methods, methods)]}, indent=1))
     print(text)
     print(f"wrote {out / 'levels.md'} and {out / 'levels.json'}")
     return 0

@@ -67,3 +67,41 @@ def test_score_names_a_provisional_model(run_best, tmp_path, capsys):
     assert cli_main(["score", str(img), "--checkpoint", str(out), "--crops", "1", "--steps", "2",
                      "--device", "cpu"]) == 0
     assert "provisional model: held-out SRCC 0.55" in capsys.readouterr().err
+
+
+def _levels(path, digest: str, rho: float, passed: bool):
+    row = {"rho": rho, "plain_rho": rho, "kadid_monotone_rho": rho, "adjacent": 0.9, "clean_above_all": 0.5,
+           "clean_above_level1": 0.8, "series": 54, "per_kind": {"blur": rho}, "crops": 3}
+    gate = dict.fromkeys(("plain_mean", "plain_each", "kadid_monotone_mean", "adjacent", "clean_above_level1"), passed)
+    path.write_text(json.dumps({
+        "command": "python -m iqa levels ...", "photos": ["a.png", "b.png"], "kinds": ["blur"],
+        "monotone_kinds": [], "gate_thresholds": {"plain_mean": 0.95, "plain_each": 0.9, "kadid_monotone_mean": 0.9,
+                                                  "adjacent": 0.95, "clean_above_level1": 0.85},
+        "results": [{"method": "tiny", "weights": digest, "gate": gate, **row},
+                    {"method": "BRISQUE", "weights": "", "gate": gate, **row}]}))
+    return path
+
+
+def test_bundle_with_the_levels_test_carries_it_and_needs_the_crop_report_too(run_best, tmp_path, capsys):
+    from iqa.levels import weights_digest
+    levels = _levels(tmp_path / "levels.json", weights_digest(run_best), 0.93, True)
+    out = tmp_path / "default"
+    assert cli_main(["bundle", str(run_best), "--levels", str(levels), "--out", str(out)]) == 0
+    assert "levels test mean ρ 0.930" in capsys.readouterr().out
+    _, card = read_metadata(out)
+    lv = card["evaluation"]["levels"]
+    assert lv["method"] == "tiny" and lv["photos"] == 2 and set(lv["others"]) == {"BRISQUE"}
+    assert is_provisional(card) and "ρ 0.93" in provisional_note(card)  # the crop SRCC is not measured
+    card = bundle(run_best, _report(tmp_path / "r.json", 0.55, [True]), out, levels_json=levels)
+    assert card["evaluation"]["passed"] and len(card["evaluation"]["checks"]) == 6
+    card = bundle(run_best, _report(tmp_path / "r.json", 0.55, [True]), out,
+                  levels_json=_levels(tmp_path / "l2.json", weights_digest(run_best), 0.5, False))
+    assert is_provisional(card)
+
+
+def test_bundle_refuses_levels_of_other_weights_and_no_results(run_best, tmp_path, capsys):
+    levels = _levels(tmp_path / "levels.json", "0" * 64, 0.9, True)
+    assert cli_main(["bundle", str(run_best), "--levels", str(levels), "--out", str(tmp_path / "d")]) == 1
+    assert "other weights" in capsys.readouterr().err
+    assert cli_main(["bundle", str(run_best), "--out", str(tmp_path / "d")]) == 1
+    assert "--levels" in capsys.readouterr().err and not (tmp_path / "d").exists()
