@@ -61,6 +61,7 @@ class RankConfig:
     margin: float = 0.05
     mse_weight: float = 0.5
     save_every_min: float = 5.0
+    max_minutes: float = 0.0  # stop (saved, resumable) after this many minutes of this invocation; 0: no limit
     snapshot_every_min: float = 30.0
     threads: int = 1
     device: str = "auto"
@@ -81,7 +82,7 @@ class RankConfig:
     def same_run(self, other: "RankConfig") -> list[str]:
         """Settings that differ from a saved run's (steps, saving, threads, workers and the buffer may
         change on resume)."""
-        free = {"steps", "save_every_min", "snapshot_every_min", "threads", "device"}
+        free = {"steps", "save_every_min", "max_minutes", "snapshot_every_min", "threads", "device"}
         a, b = self.to_dict(), other.to_dict()
         for d in (a, b):
             for key in ("workers", "buffer"):
@@ -275,13 +276,19 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
                     _log(log, say, window, progress, stream.made, cfg.steps)
                     window = []
                 now = time.time()
-                if now - last_save >= cfg.save_every_min * 60 or step == cfg.steps:
+                out_of_time = cfg.max_minutes > 0 and now - t_run >= cfg.max_minutes * 60
+                if now - last_save >= cfg.save_every_min * 60 or step == cfg.steps or out_of_time:
                     _save_state(out / STATE, model, opt, cfg, progress)
                     save(out / "last")
                     last_save = now
                 if now - last_snap >= cfg.snapshot_every_min * 60:
                     save(out / "snapshots" / f"step-{step}")
                     last_snap = now
+                if out_of_time:
+                    if step % LOG_EVERY:
+                        _log(log, say, window, progress, stream.made, cfg.steps)
+                    say(f"stopped after {cfg.max_minutes:g} min at step {step}; the same command resumes")
+                    break
         except KeyboardInterrupt:
             if progress["step"] > start:
                 _save_state(out / STATE, model, opt, cfg, progress)
@@ -320,6 +327,8 @@ def register(subparsers) -> None:
     p.add_argument("--buffer", type=int, default=s.buffer, help="series held in the replay buffer")
     p.add_argument("--workers", type=int, default=s.workers, help="processes making series")
     p.add_argument("--threads", type=int, default=d.threads, help="trainer threads")
+    p.add_argument("--max-minutes", type=float, default=d.max_minutes,
+                   help="stop after this many minutes (state saved; 0: run to --steps)")
     p.add_argument("--save-every-min", type=float, default=d.save_every_min, help="minutes between saved states")
     p.add_argument("--snapshot-every-min", type=float, default=d.snapshot_every_min,
                    help="minutes between kept snapshots (the learning curve)")
@@ -342,7 +351,8 @@ def run(args) -> int:
                      free_from_block=None if args.free_from_block < 0 else args.free_from_block,
                      lr_backbone=args.lr_backbone, lr_heads=args.lr_heads, weight_decay=args.weight_decay,
                      loss=args.loss, margin=args.margin, mse_weight=args.mse_weight,
-                     save_every_min=args.save_every_min, snapshot_every_min=args.snapshot_every_min,
+                     save_every_min=args.save_every_min, max_minutes=args.max_minutes,
+                     snapshot_every_min=args.snapshot_every_min,
                      threads=args.threads, device=args.device, seed=args.seed, stream=stream)
     signal.signal(signal.SIGTERM, _interrupt)  # a kill saves the state like Ctrl-C
     try:
