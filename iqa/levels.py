@@ -136,10 +136,16 @@ class Method:
 
 
 def weights_digest(path: str | Path) -> str:
-    """SHA-256 of a checkpoint's weights file: which weights a levels result belongs to."""
+    """SHA-256 of a checkpoint's tensors (names, dtypes, shapes and data; not its card), so that a
+    levels result stays tied to the weights when the card is rewritten (e.g. by `bundle`)."""
+    import struct
     from iqa.checkpoint import weights_path
     h = hashlib.sha256()
     with weights_path(path).open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        header.pop("__metadata__", None)
+        h.update(json.dumps(header, sort_keys=True).encode())
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -245,9 +251,11 @@ def markdown(report: LevelsReport, command: str, photos: list[Path]) -> str:
         lines.append(f"| {m.method} | {_f(m.rho)} | {_f(m.plain_rho)} | {_f(m.kadid_monotone_rho)} | "
                      f"{_f(m.adjacent)} | {_f(m.clean_above_all)} | {_f(m.clean_above_level1)} | {m.series} |")
     if report.labels:
-        lines += ["", f"Monotone KADID kinds (labels fall at every level of every photo): "
-                  f"{len(report.monotone_kinds)} of {sum(k in KINDS for k in kinds)}. The pseudo-MOS row "
-                  f"is the full-reference label (computed at {LABEL_SIDE} px), for scale."]
+        kadid = sum(k in KINDS for k in kinds)
+        mono = (f"Monotone KADID kinds (labels fall at every level of every photo): {len(report.monotone_kinds)} "
+                f"of {kadid}. " if kadid else "")
+        lines += ["", f"{mono}The pseudo-MOS row is the full-reference label (computed at {LABEL_SIDE} px), "
+                  "for scale."]
     lines += ["", "Per kind (mean ρ over photos):", "", "| kind | " + " | ".join(m.method for m in results) + " |",
               "|---|" + "---|" * len(results)]
     for k in kinds:

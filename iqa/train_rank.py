@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import signal
 import sys
 import time
@@ -199,7 +200,8 @@ def _card(cfg: RankConfig, init_card: dict, step: int, hours: float, images: int
                               "wall_hours": round(hours, 3), "threads": cfg.threads,
                               "workers": cfg.stream.workers,
                               "cpu_core_hours": round(hours * (cfg.threads + cfg.stream.workers), 3)},
-            "backbone_weights": init_card.get("backbone_weights"), "command": " ".join(sys.argv)}
+            "backbone_weights": init_card.get("backbone_weights"),
+            "command": shlex.join(["python", "-m", "iqa", *sys.argv[1:]])}
 
 
 def _save_state(path: Path, model: DiffV2IQA, opt: torch.optim.Optimizer, cfg: RankConfig, progress: dict) -> None:

@@ -18,8 +18,13 @@ def test_default_checkpoint_is_bundled_with_its_card():
     assert sum(f.stat().st_size for f in DEFAULT_CHECKPOINT.parent.rglob("*") if f.is_file()) <= MAX_BYTES
     cfg, card = read_metadata(DEFAULT_CHECKPOINT)
     assert cfg.name == "lite" and card.get("trained") is True
-    ev = card["evaluation"]  # written by `python -m iqa bundle` from the held-out report
-    assert 0 < ev["test_images"] and -1 <= ev["test"]["srcc"] <= 1 and "pseudo-MOS" in ev["labels"]
+    ev = card["evaluation"]  # written by `python -m iqa bundle` from the levels test (and/or the crop report)
+    assert "pseudo-MOS" in ev["labels"] and isinstance(ev["passed"], bool) and ev["checks"]
+    if "levels" in ev:
+        lv = ev["levels"]
+        assert lv["photos"] > 0 and -1 <= lv["rho"] <= 1 and {"BRISQUE", "NIQE"} <= set(lv["others"])
+    else:
+        assert 0 < ev["test_images"] and -1 <= ev["test"]["srcc"] <= 1
 
 
 @pytest.fixture(scope="module")
