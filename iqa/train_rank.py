@@ -206,16 +206,20 @@ def _card(cfg: RankConfig, init_card: dict, step: int, hours: float, images: int
             "command": shlex.join(["python", "-m", "iqa", *sys.argv[1:]])}
 
 
-def _save_state(path: Path, model: DiffV2IQA, opt: torch.optim.Optimizer, cfg: RankConfig, progress: dict) -> None:
+def _save_state(path: Path, model: DiffV2IQA, opt: torch.optim.Optimizer, cfg: RankConfig, progress: dict,
+                init_card: dict) -> None:
     atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": json.dumps(cfg.to_dict()),
-                 "progress": json.dumps(progress)}, path)
+                 "progress": json.dumps(progress), "init_card": json.dumps(init_card)}, path)
 
 
-def _resume(out: Path, cfg: RankConfig, model: DiffV2IQA, opt: torch.optim.Optimizer) -> dict:
-    """Load `out/state.pt` into model and optimiser; the saved progress (step, images, hours), or zeros."""
+def _resume(out: Path, cfg: RankConfig, model: DiffV2IQA, opt: torch.optim.Optimizer,
+            init_card: dict) -> tuple[dict, dict]:
+    """Load `out/state.pt` into model and optimiser; the saved progress (step, images, hours) and the
+    card of the checkpoint the run started from (the init folder may have been rewritten since, e.g.
+    by bundling this run), or zeros and `init_card`."""
     state = load_state(out)
     if state is None:
-        return {"step": 0, "images": 0, "hours": 0.0}
+        return {"step": 0, "images": 0, "hours": 0.0}, init_card
     saved = RankConfig(**json.loads(state["config"]))
     changed = cfg.same_run(saved)
     if changed:
@@ -223,7 +227,7 @@ def _resume(out: Path, cfg: RankConfig, model: DiffV2IQA, opt: torch.optim.Optim
                         "settings or choose another --out")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
-    return json.loads(state["progress"])
+    return json.loads(state["progress"]), json.loads(state["init_card"]) if "init_card" in state else init_card
 
 
 def _log(log: JsonlLog, say, window: list, progress: dict, made: int, steps: int) -> None:
@@ -249,7 +253,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
     groups = prepare(model, cfg)
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    progress = _resume(out, cfg, model, opt)
+    progress, init_card = _resume(out, cfg, model, opt, init_card)
     start = progress["step"]
     log = JsonlLog(out / LOG)
     if start >= cfg.steps:
@@ -282,7 +286,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
                 now = time.time()
                 out_of_time = cfg.max_minutes > 0 and now - t_run >= cfg.max_minutes * 60
                 if now - last_save >= cfg.save_every_min * 60 or step == cfg.steps or out_of_time:
-                    _save_state(out / STATE, model, opt, cfg, progress)
+                    _save_state(out / STATE, model, opt, cfg, progress, init_card)
                     save(out / "last")
                     last_save = now
                 if now - last_snap >= cfg.snapshot_every_min * 60:
@@ -295,7 +299,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
                     break
         except KeyboardInterrupt:
             if progress["step"] > start:
-                _save_state(out / STATE, model, opt, cfg, progress)
+                _save_state(out / STATE, model, opt, cfg, progress, init_card)
                 save(out / "last")
             say(f"interrupted at step {progress['step']}; state saved, the same command resumes")
             raise

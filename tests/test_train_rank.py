@@ -46,7 +46,9 @@ def test_prepare_trains_later_stages_and_heads_only():
 
 
 def test_train_writes_checkpoint_resumes_and_keeps_frozen_parts(setup, tmp_path, capsys):
-    photos, init = setup
+    import shutil
+    photos, shared_init = setup
+    init = shutil.copytree(shared_init, tmp_path / "init")
     out = tmp_path / "run"
     assert cli_main(_args(photos, init, out, 2)) == 0
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
@@ -63,9 +65,12 @@ def test_train_writes_checkpoint_resumes_and_keeps_frozen_parts(setup, tmp_path,
     assert free and not all(torch.equal(before[k], after[k]) for k in free)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vcg."))
 
+    # the init folder rewritten after the start (e.g. this run bundled over it)
+    save_checkpoint(tiny_model(seed=1), init, {"trained": True, "training": "rewritten"})
     assert cli_main(_args(photos, init, out, 3)) == 0  # the same command, more steps: resumes
     assert "steps 2 -> 3" in capsys.readouterr().out
     assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
+    assert load_checkpoint(out / "last")[1]["init_training"] is None  # the card of the run's start is kept
 
     assert cli_main(_args(photos, init, out, 4, "--loss", "rank")) == 2
     assert "other settings (loss)" in capsys.readouterr().err
