@@ -327,6 +327,8 @@ def register(subparsers) -> None:
     p.add_argument("--margin", type=float, default=d.margin, help="hinge margin")
     p.add_argument("--mse-weight", type=float, default=d.mse_weight, help="weight of the MSE to pseudo-MOS")
     p.add_argument("--kinds", nargs="*", default=[], metavar="KIND", help="distortion kinds (default: all 31)")
+    p.add_argument("--plain-share", type=float, default=None,
+                   help="chance that a drawn kind is one of the six plain kinds (default: all kinds evenly)")
     p.add_argument("--kinds-per-series", type=int, default=s.kinds_per_series, help="kinds in each series")
     p.add_argument("--levels-per-kind", type=int, default=s.levels_per_kind, help="distinct levels of each kind")
     p.add_argument("--crop", type=int, default=s.crop, help="crop side in pixels")
@@ -354,7 +356,7 @@ def _interrupt(signum, frame):
 def run(args) -> int:
     stream = StreamConfig(photos=args.photos, ratios=args.ratios, split_seed=args.split_seed, crop=args.crop,
                           kinds=tuple(args.kinds), kinds_per_series=args.kinds_per_series,
-                          levels_per_kind=args.levels_per_kind, buffer=args.buffer, workers=args.workers,
+                          plain_share=args.plain_share, levels_per_kind=args.levels_per_kind, buffer=args.buffer, workers=args.workers,
                           seed=args.seed)
     cfg = RankConfig(init=args.init, no_diffusion=args.no_diffusion, steps=args.steps,
                      series_per_batch=args.series_per_batch,

@@ -73,3 +73,15 @@ def test_unknown_kind_is_named():
 def test_too_small_crop_is_refused():
     with pytest.raises(ValueError, match="at least 48"):
         StreamConfig(crop=32)
+
+
+def test_plain_share_decides_how_often_plain_kinds_are_drawn():
+    kinds = ("blur", "noise", "gaussian_blur", "white_noise")
+    assert StreamConfig(kinds=kinds).kind_weights() == pytest.approx([0.25] * 4)
+    w = StreamConfig(kinds=kinds, plain_share=0.8).kind_weights()
+    assert w == pytest.approx([0.4, 0.4, 0.1, 0.1])
+    cfg = StreamConfig(crop=64, kinds=kinds, plain_share=1.0, kinds_per_series=2, levels_per_kind=1)
+    s = make_series(photo(200, 150), cfg, np.random.default_rng(0))
+    assert {kinds[k] for k in s.kind[1:]} == {"blur", "noise"}
+    with pytest.raises(ValueError, match="plain share"):
+        StreamConfig(plain_share=1.5)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from iqa.data.plain import all_kinds
+from iqa.data.plain import PLAIN_KINDS, all_kinds
 from iqa.data.splits import split_groups
 from iqa.data.synth import find_sources, pseudo_mos
 from iqa.images import load_image
@@ -38,7 +38,8 @@ class StreamConfig:
     """What the stream draws. `photos`: a folder of pristine photos, split by name like `splits`
     (`ratios`, `split_seed`), of which only `part` is used. `scale`: range of the factor the photo is
     resized by before cropping (1 = its own size). `kinds`: names from `iqa.data.plain.all_kinds()`
-    (empty = all 31)."""
+    (empty = all 31). `plain_share`: the chance that a drawn kind is one of the six plain kinds (the
+    levels test's), the rest spread evenly over the others; None draws all kinds evenly."""
 
     photos: str = ""
     part: str = "train"
@@ -48,6 +49,7 @@ class StreamConfig:
     scale: tuple[float, float] = (0.5, 1.0)
     kinds: tuple[str, ...] = ()
     kinds_per_series: int = 3
+    plain_share: float | None = None
     levels_per_kind: int = 3
     flip: bool = True
     buffer: int = 48
@@ -60,6 +62,8 @@ class StreamConfig:
         if not 1 <= self.levels_per_kind <= 5 or self.kinds_per_series < 1:
             raise ValueError(f"kinds per series ({self.kinds_per_series}) must be >= 1 and levels per kind "
                              f"({self.levels_per_kind}) 1-5")
+        if self.plain_share is not None and not 0 <= self.plain_share <= 1:
+            raise ValueError(f"plain share {self.plain_share}: must be between 0 and 1")
 
     def kind_names(self) -> list[str]:
         names = list(self.kinds) or list(all_kinds())
@@ -67,6 +71,15 @@ class StreamConfig:
         if unknown:
             raise ValueError(f"unknown distortion kind(s) {', '.join(unknown)}; choose from: {', '.join(all_kinds())}")
         return names
+
+    def kind_weights(self) -> np.ndarray:
+        """(len(kind_names()),) probabilities of drawing each kind, from `plain_share`."""
+        names = self.kind_names()
+        plain = np.array([n in PLAIN_KINDS for n in names])
+        if self.plain_share is None or plain.all() or not plain.any():
+            return np.full(len(names), 1 / len(names))
+        w = np.where(plain, self.plain_share / plain.sum(), (1 - self.plain_share) / (~plain).sum())
+        return w / w.sum()
 
 
 @dataclass
@@ -130,7 +143,9 @@ def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, 
         window = np.ascontiguousarray(window[:, ::-1])
     m, c = DISTORT_MARGIN, cfg.crop
     images, kind_ix, levels = [window[m:m + c, m:m + c]], [CLEAN], [0]
-    for k in rng.choice(len(names), size=min(cfg.kinds_per_series, len(names)), replace=False):
+    weights = cfg.kind_weights()
+    drawn = rng.choice(len(names), size=min(cfg.kinds_per_series, int((weights > 0).sum())), replace=False, p=weights)
+    for k in drawn:
         d = kinds[names[k]]
         realisation = int(rng.integers(2 ** 31))  # one random pattern at growing strength
         for lv in sorted(rng.choice(np.arange(1, len(d.levels) + 1), size=cfg.levels_per_kind, replace=False)):
