@@ -36,7 +36,7 @@ from iqa.vcg import to_grid
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the entry format or the restoration pipeline changes
+CACHE_VERSION = 2  # 2: per-image noise seeds; bump when the entry format or the restoration pipeline changes
 FEATURE_VERSION = 1
 HASH_CHUNK = 1 << 20
 FP16_MAX = float(np.finfo(np.float16).max)

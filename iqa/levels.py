@@ -155,7 +155,7 @@ def checkpoint_method(name: str, path: str, crops: int, device: str = "auto") ->
     from iqa.assess import load
     assessor = load(path, device=device)
     digest = weights_digest(path)
-    return Method(name, f"ckpt:{digest[:16]}:crops{crops}", lambda a: assessor.assess(a, crops=crops, seed=0).score,
+    return Method(name, f"ckpt:{digest[:16]}:crops{crops}:image-noise", lambda a: assessor.assess(a, crops=crops, seed=0).score,
                   weights=digest)
 
 

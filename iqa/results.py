@@ -65,6 +65,7 @@ class Assessment:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     notices: list[str] = field(default_factory=list)  # conversions made on the input
     source: str = ""  # file name or description
+    cached: bool = False  # True: the same image and settings were assessed before; stage timings not rerun
 
     def summary(self) -> dict:
         """Numbers only (JSON-ready)."""
@@ -78,6 +79,7 @@ class Assessment:
             "states": [{"name": s.name, "step": s.step, "alpha_bar": s.alpha_bar,
                         "noise_std": s.noise_std} for s in self.states],
             "timings": self.timings,
+            "cached": self.cached,
             "notices": self.notices,
             "size": [int(self.image.shape[1]), int(self.image.shape[0])],
         }

@@ -99,3 +99,27 @@ def test_out_of_memory_is_reported_as_image_error_and_batch_goes_on(monkeypatch)
     monkeypatch.setattr(a.model, "features", lambda states: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # other errors are not disguised as bad input
         a.assess(photo(230, 230), crops=1)
+
+
+def test_noise_seed_follows_the_image_and_the_seed():
+    from iqa.assess import noise_seed
+    a, b = torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
+    assert noise_seed(a, 0) == noise_seed(a.clone(), 0)
+    assert len({noise_seed(a, 0), noise_seed(b, 0), noise_seed(a, 1)}) == 3
+
+
+def test_same_image_and_settings_come_from_memory():
+    a = Assessor(tiny_model(), device="cpu")
+    img = photo(256, 240)
+    first = a.assess(img, crops=2)
+    again = a.assess(img, crops=2)
+    assert again.cached and not first.cached and again.score == first.score
+    other = a.assess(img, crops=2, seed=5)
+    assert not other.cached and other.score != first.score  # another seed: other noise in y1/y2
+
+
+def test_channels_last_changes_no_score():
+    img = photo(256, 240)
+    plain = Assessor(tiny_model(), device="cpu").assess(img, crops=2).score
+    fast = Assessor(tiny_model(), device="cpu", channels_last=True).assess(img, crops=2).score
+    assert fast == pytest.approx(plain, abs=1e-5)
