@@ -207,7 +207,8 @@ def train_throughput(model, series: int = 3, crop: int = 224, repeats: int = 3,
     level = torch.tensor(([0] + [1, 3, 5] * 3) * series)
     batch = Batch(states=torch.randint(0, 256, (n, 4 if model.cfg.use_diffusion else 1, 3, crop, crop),
                                        dtype=torch.uint8),
-                  series=torch.arange(series).repeat_interleave(per), kind=kind, level=level, mos=torch.rand(n))
+                  series=torch.arange(series).repeat_interleave(per), kind=kind, level=level, mos=torch.rand(n),
+                  local=torch.rand(n, model.cfg.vcg.grid, model.cfg.vcg.grid))
     device = next(model.parameters()).device
     out = {}
     for mode in modes:

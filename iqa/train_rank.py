@@ -34,6 +34,7 @@ from iqa.model import DiffV2IQA
 from iqa.training import JsonlLog, atomic_save, load_state, seed_everything
 
 STATE = "state.pt"
+REVIVE_STD = 1e-3  # weight scale of a restarted VCG score layer: patch scores start near INIT_SCORE
 LOG = "log.jsonl"
 LOG_EVERY = 10  # steps between log lines
 LOSSES = ("both", "rank", "mse")
@@ -62,6 +63,8 @@ class RankConfig:
     loss: str = "both"
     margin: float = 0.05
     mse_weight: float = 0.5
+    local_weight: float = 0.0  # weight of the MSE of the VCG patch scores to the local quality maps
+    revive_vcg: bool = False  # restart the VCG score head (bias INIT_SCORE) when a run starts
     save_every_min: float = 5.0
     max_minutes: float = 0.0  # stop (saved, resumable) after this many minutes of this invocation; 0: no limit
     snapshot_every_min: float = 30.0
@@ -102,6 +105,7 @@ class StepStats:
     mse: float
     pair_accuracy: float
     images: int
+    local: float = 0.0
 
 
 def freeze_norms(module: nn.Module) -> None:
@@ -172,11 +176,26 @@ def step_loss(model: DiffV2IQA, batch: Batch, cfg: RankConfig, device: torch.dev
         raise RankError("the stream gives x only but the model uses diffusion states")
     if states.shape[1] == 1:
         states = states.expand(-1, 4, -1, -1, -1)
-    scores = model(states).score.float()
+    q = model(states)
+    scores = q.score.float()
     rank, acc = rank_loss(scores, batch, cfg.margin)
     mse = F.mse_loss(scores, batch.mos.to(device).float())
     total = {"both": rank + cfg.mse_weight * mse, "rank": rank, "mse": mse}[cfg.loss]
-    return total, StepStats(total.item(), rank.item(), mse.item(), acc, len(scores))
+    local = torch.zeros(())
+    if cfg.local_weight > 0 and q.f1 is not None:
+        local = F.mse_loss(q.f1.float(), batch.local.to(device).float())
+        total = total + cfg.local_weight * local
+    return total, StepStats(total.item(), rank.item(), mse.item(), acc, len(scores), local.item())
+
+
+def revive_score_head(model: DiffV2IQA, std: float = REVIVE_STD) -> None:
+    """Restart the VCG branch's per-patch score layer: every patch starts at DualHead.INIT_SCORE,
+    inside the ReLU's live range (a score head whose ReLU output is 0 everywhere gets no gradient)."""
+    if model.vcg is None:
+        raise RankError("--revive-vcg: this model has no VCG branch")
+    last = model.vcg.head.score[-2]
+    nn.init.normal_(last.weight, std=std)
+    nn.init.constant_(last.bias, model.vcg.head.INIT_SCORE)
 
 
 def load_model(cfg: RankConfig) -> tuple[DiffV2IQA, dict]:
@@ -233,7 +252,7 @@ def _resume(out: Path, cfg: RankConfig, model: DiffV2IQA, opt: torch.optim.Optim
 def _log(log: JsonlLog, say, window: list, progress: dict, made: int, steps: int) -> None:
     n = sum(s.images for s, _ in window)
     rec = {k: round(sum(getattr(s, k) for s, _ in window) / len(window), 5)
-           for k in ("loss", "rank", "mse", "pair_accuracy")}
+           for k in ("loss", "rank", "mse", "local", "pair_accuracy")}
     rate = n / max(sum(dt for _, dt in window), 1e-9)
     log.write(step=progress["step"], **rec, images_per_s=round(rate, 3), images=progress["images"],
               series_made=made, hours=round(progress["hours"], 4))
@@ -250,6 +269,10 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model, init_card = load_model(cfg)
+    if model.vcg is not None:
+        cfg.stream = dataclasses.replace(cfg.stream, grid=model.cfg.vcg.grid)
+    if cfg.revive_vcg:
+        revive_score_head(model)  # a resumed run's state overrides it below
     groups = prepare(model, cfg)
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
@@ -326,6 +349,12 @@ def register(subparsers) -> None:
     p.add_argument("--loss", choices=LOSSES, default=d.loss, help="hinge + MSE, hinge only, or MSE only")
     p.add_argument("--margin", type=float, default=d.margin, help="hinge margin")
     p.add_argument("--mse-weight", type=float, default=d.mse_weight, help="weight of the MSE to pseudo-MOS")
+    p.add_argument("--local-weight", type=float, default=d.local_weight,
+                   help="weight of the MSE of the VCG patch scores to local quality maps (0: off)")
+    p.add_argument("--revive-vcg", action="store_true",
+                   help="restart the VCG per-patch score layer at the start (for a dead, all-zero score map)")
+    p.add_argument("--region-share", type=float, default=s.region_share,
+                   help="chance that a kind damages only a random rectangle of the crop")
     p.add_argument("--kinds", nargs="*", default=[], metavar="KIND", help="distortion kinds (default: all 31)")
     p.add_argument("--plain-share", type=float, default=None,
                    help="chance that a drawn kind is one of the six plain kinds (default: all kinds evenly)")
@@ -356,13 +385,14 @@ def _interrupt(signum, frame):
 def run(args) -> int:
     stream = StreamConfig(photos=args.photos, ratios=args.ratios, split_seed=args.split_seed, crop=args.crop,
                           kinds=tuple(args.kinds), kinds_per_series=args.kinds_per_series,
-                          plain_share=args.plain_share, levels_per_kind=args.levels_per_kind, buffer=args.buffer, workers=args.workers,
+                          plain_share=args.plain_share, region_share=args.region_share, levels_per_kind=args.levels_per_kind, buffer=args.buffer, workers=args.workers,
                           seed=args.seed)
     cfg = RankConfig(init=args.init, no_diffusion=args.no_diffusion, steps=args.steps,
                      series_per_batch=args.series_per_batch,
                      free_from_block=None if args.free_from_block < 0 else args.free_from_block,
                      lr_backbone=args.lr_backbone, lr_heads=args.lr_heads, weight_decay=args.weight_decay,
                      loss=args.loss, margin=args.margin, mse_weight=args.mse_weight,
+                     local_weight=args.local_weight, revive_vcg=args.revive_vcg,
                      save_every_min=args.save_every_min, max_minutes=args.max_minutes,
                      snapshot_every_min=args.snapshot_every_min,
                      threads=args.threads, channels_last=args.channels_last, device=args.device, seed=args.seed, stream=stream)

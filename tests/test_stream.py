@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -31,7 +32,7 @@ def test_series_has_clean_crop_then_distinct_levels_per_kind():
 def test_ordered_pairs_clean_first_and_within_kind_by_level():
     b = Batch(states=torch.zeros(6, 1, 3, 4, 4, dtype=torch.uint8), series=torch.tensor([0, 0, 0, 0, 1, 1]),
               kind=torch.tensor([CLEAN, 2, 2, 5, CLEAN, 2]), level=torch.tensor([0, 1, 3, 2, 0, 4]),
-              mos=torch.zeros(6))
+              mos=torch.zeros(6), local=torch.zeros(6, 1, 1))
     better, worse = ordered_pairs(b)
     pairs = set(zip(better.tolist(), worse.tolist()))
     assert pairs == {(0, 1), (0, 2), (0, 3), (1, 2), (4, 5)}
@@ -85,3 +86,27 @@ def test_plain_share_decides_how_often_plain_kinds_are_drawn():
     assert {kinds[k] for k in s.kind[1:]} == {"blur", "noise"}
     with pytest.raises(ValueError, match="plain share"):
         StreamConfig(plain_share=1.5)
+
+
+def test_local_quality_is_one_where_unchanged_and_averages_to_the_mos():
+    from iqa.data.stream import local_quality
+    ref = photo(64, 64)
+    dam = ref.copy()
+    dam[:, 32:] = cv2.GaussianBlur(ref, (0, 0), 3)[:, 32:]
+    q = local_quality(dam, ref, mos=0.6, grid=4)
+    assert q.shape == (4, 4) and q.mean() == pytest.approx(0.6, abs=0.05)
+    assert q[:, :1].min() > 0.95 and q[:, 3:].max() < q[:, :1].min()  # the blurred half scores lower
+    assert np.all(local_quality(ref, ref, mos=1.0, grid=4) == 1.0)
+
+
+def test_region_damage_leaves_the_rest_of_the_crop_clean():
+    cfg = StreamConfig(crop=64, grid=4, kinds=("noise",), kinds_per_series=1, levels_per_kind=2, region_share=1.0)
+    s = make_series(photo(200, 150), cfg, np.random.default_rng(3))
+    changed = np.any(s.states[1:, 0] != s.states[0, 0], axis=1)  # (2, 64, 64)
+    ys, xs = np.nonzero(changed.any(0))
+    box = np.zeros_like(changed[0])
+    box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+    assert 0.05 < box.mean() < 0.6 and changed.any(0).sum() > 0.8 * box.sum()  # one rectangle, both levels
+    assert s.local.shape == (3, 4, 4) and s.local[2].min() <= s.local[1].min()
+    with pytest.raises(ValueError, match="region share"):
+        StreamConfig(region_share=-0.1)

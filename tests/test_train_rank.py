@@ -28,7 +28,8 @@ def _args(photos, init, out, steps, *extra):
 
 def test_rank_loss_is_zero_only_when_every_pair_is_ordered_by_the_margin():
     b = Batch(states=torch.zeros(3, 1, 3, 4, 4, dtype=torch.uint8), series=torch.zeros(3, dtype=torch.long),
-              kind=torch.tensor([CLEAN, 0, 0]), level=torch.tensor([0, 1, 2]), mos=torch.zeros(3))
+              kind=torch.tensor([CLEAN, 0, 0]), level=torch.tensor([0, 1, 2]), mos=torch.zeros(3),
+              local=torch.zeros(3, 1, 1))
     loss, acc = rank_loss(torch.tensor([0.9, 0.5, 0.1]), b, margin=0.05)
     assert loss == 0 and acc == 1
     loss, acc = rank_loss(torch.tensor([0.5, 0.52, 0.1]), b, margin=0.05)
@@ -106,3 +107,21 @@ def test_a_kill_saves_the_state(setup, tmp_path):
     assert proc.wait(timeout=60) == 130 and "state saved" in rest
     assert torch.load(out / "state.pt", weights_only=True)["progress"]
     assert load_checkpoint(out / "last")[1]["rank_training"]["steps"] >= 10
+
+
+def test_local_loss_trains_the_patch_scores_and_revive_restarts_them():
+    from iqa.train_rank import revive_score_head, step_loss
+    model = tiny_model()
+    g = model.cfg.vcg.grid
+    revive_score_head(model)
+    model.eval()
+    states = torch.randint(0, 256, (3, 4, 3, model.cfg.crop, model.cfg.crop), dtype=torch.uint8)
+    with torch.no_grad():
+        f = model(states.float() / 127.5 - 1).f1
+    assert f.min() > 0.4 and f.max() < 0.6  # every patch alive near INIT_SCORE
+    b = Batch(states=states, series=torch.zeros(3, dtype=torch.long), kind=torch.tensor([CLEAN, 0, 0]),
+              level=torch.tensor([0, 1, 2]), mos=torch.tensor([1.0, 0.6, 0.3]), local=torch.zeros(3, g, g))
+    off, stats_off = step_loss(model, b, RankConfig(local_weight=0.0), torch.device("cpu"))
+    on, stats_on = step_loss(model, b, RankConfig(local_weight=2.0), torch.device("cpu"))
+    assert stats_off.local == 0 and stats_on.local > 0.1
+    assert on.item() == pytest.approx(off.item() + 2.0 * stats_on.local, rel=1e-4)

@@ -31,6 +31,8 @@ DISTORT_MARGIN = 16  # px distorted around the crop and cut off, so filters see 
 QUEUE_SERIES = 4  # series a worker may have made ahead of the trainer
 CLEAN = -1  # kind index of the clean crop in a series
 MIN_CROP = 48  # the pseudo-MOS metrics (VIF) need at least 41 px
+REGION_SIDE = (0.25, 0.75)  # side of a damaged region, as a share of the crop side
+SSIM_SIGMA = 1.5  # Gaussian window of the local SSIM map (Wang et al. 2004)
 
 
 @dataclass
@@ -39,7 +41,10 @@ class StreamConfig:
     (`ratios`, `split_seed`), of which only `part` is used. `scale`: range of the factor the photo is
     resized by before cropping (1 = its own size). `kinds`: names from `iqa.data.plain.all_kinds()`
     (empty = all 31). `plain_share`: the chance that a drawn kind is one of the six plain kinds (the
-    levels test's), the rest spread evenly over the others; None draws all kinds evenly."""
+    levels test's), the rest spread evenly over the others; None draws all kinds evenly.
+    `region_share`: the chance that a kind damages only a random rectangle of the crop (the same
+    rectangle at each of its levels, so the order still holds), which teaches the patch maps where.
+    `grid`: side of the model's token grid; each image's local quality target is pooled to it."""
 
     photos: str = ""
     part: str = "train"
@@ -50,6 +55,8 @@ class StreamConfig:
     kinds: tuple[str, ...] = ()
     kinds_per_series: int = 3
     plain_share: float | None = None
+    region_share: float = 0.0
+    grid: int = 14
     levels_per_kind: int = 3
     flip: bool = True
     buffer: int = 48
@@ -62,6 +69,8 @@ class StreamConfig:
         if not 1 <= self.levels_per_kind <= 5 or self.kinds_per_series < 1:
             raise ValueError(f"kinds per series ({self.kinds_per_series}) must be >= 1 and levels per kind "
                              f"({self.levels_per_kind}) 1-5")
+        if not 0 <= self.region_share <= 1:
+            raise ValueError(f"region share {self.region_share}: must be between 0 and 1")
         if self.plain_share is not None and not 0 <= self.plain_share <= 1:
             raise ValueError(f"plain share {self.plain_share}: must be between 0 and 1")
 
@@ -88,25 +97,28 @@ class Series:
 
     states: (N, S, 3, c, c) uint8, S = 4 (x, y0, y1, y2) or 1 (x only, without diffusion);
     kind: (N,) index into the stream's kind names, CLEAN for the clean crop; level: (N,) 0 = clean;
-    mos: (N,) pseudo-MOS in [0, 1]; photo: the photo's name."""
+    mos: (N,) pseudo-MOS in [0, 1]; local: (N, g, g) local quality on the same scale (`local_quality`);
+    photo: the photo's name."""
 
     states: np.ndarray
     kind: np.ndarray
     level: np.ndarray
     mos: np.ndarray
+    local: np.ndarray
     photo: str
 
 
 @dataclass
 class Batch:
     """Series stacked for the trainer: states (B, 4 or 1, 3, c, c) uint8; series (B,) index of the
-    series each row belongs to; kind, level, mos (B,)."""
+    series each row belongs to; kind, level, mos (B,); local (B, g, g)."""
 
     states: torch.Tensor
     series: torch.Tensor
     kind: torch.Tensor
     level: torch.Tensor
     mos: torch.Tensor
+    local: torch.Tensor
 
 
 def training_photos(cfg: StreamConfig) -> list[Path]:
@@ -134,6 +146,29 @@ def _scaled_window(photo: np.ndarray, crop: int, scale: tuple[float, float], rng
     return np.ascontiguousarray(photo[y:y + side, x:x + side])
 
 
+def local_quality(image: np.ndarray, reference: np.ndarray, mos: float, grid: int) -> np.ndarray:
+    """(grid, grid) local quality of `image` against `reference` ((c, c, 3) uint8) on the pseudo-MOS
+    scale: the SSIM map (grey, Gaussian window) averaged per cell, mapped affinely so that an unchanged
+    cell scores 1 and the cells' mean equals `mos`; clipped to [0, 1]."""
+    from skimage.metrics import structural_similarity
+    grey = [cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float64) for a in (image, reference)]
+    _, smap = structural_similarity(grey[0], grey[1], data_range=255, gaussian_weights=True,
+                                    sigma=SSIM_SIGMA, use_sample_covariance=False, full=True)
+    cells = cv2.resize(smap, (grid, grid), interpolation=cv2.INTER_AREA)  # mean per cell
+    loss = 1 - cells
+    mean_loss = float(loss.mean())
+    if mean_loss < 1e-3:
+        return np.full((grid, grid), mos, dtype=np.float32)
+    return np.clip(1 - loss * (1 - mos) / mean_loss, 0, 1).astype(np.float32)
+
+
+def _region(side: int, rng: np.random.Generator) -> tuple[slice, slice]:
+    """A random rectangle of a (side, side) crop, each edge REGION_SIDE of the side."""
+    h, w = (int(rng.uniform(*REGION_SIDE) * side) for _ in range(2))
+    y, x = int(rng.integers(0, side - h + 1)), int(rng.integers(0, side - w + 1))
+    return slice(y, y + h), slice(x, x + w)
+
+
 def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, name: str = "") -> Series:
     """One series (states of x only) from an RGB uint8 photo; see the module docstring."""
     kinds = all_kinds()
@@ -148,15 +183,20 @@ def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, 
     for k in drawn:
         d = kinds[names[k]]
         realisation = int(rng.integers(2 ** 31))  # one random pattern at growing strength
+        region = _region(c, rng) if rng.random() < cfg.region_share else None
         for lv in sorted(rng.choice(np.arange(1, len(d.levels) + 1), size=cfg.levels_per_kind, replace=False)):
-            out = d(window, int(lv), np.random.default_rng(realisation))
-            images.append(out[m:m + c, m:m + c])
+            out = d(window, int(lv), np.random.default_rng(realisation))[m:m + c, m:m + c]
+            if region is not None:
+                out, damaged = images[0].copy(), out
+                out[region] = damaged[region]
+            images.append(out)
             kind_ix.append(int(k))
             levels.append(int(lv))
     stack = np.stack(images)
-    mos = [p.mos for p in pseudo_mos(stack, stack[0])]
+    mos = np.array([p.mos for p in pseudo_mos(stack, stack[0])], dtype=np.float32)
+    local = np.stack([local_quality(im, stack[0], float(q), cfg.grid) for im, q in zip(stack, mos)])
     return Series(states=stack.transpose(0, 3, 1, 2)[:, None].copy(), kind=np.array(kind_ix),
-                  level=np.array(levels), mos=np.array(mos, dtype=np.float32), photo=name)
+                  level=np.array(levels), mos=mos, local=local, photo=name)
 
 
 @torch.no_grad()
@@ -267,7 +307,8 @@ class SeriesStream:
                      series=torch.repeat_interleave(torch.arange(k), torch.tensor(n)),
                      kind=torch.from_numpy(np.concatenate([s.kind for s in chosen])),
                      level=torch.from_numpy(np.concatenate([s.level for s in chosen])),
-                     mos=torch.from_numpy(np.concatenate([s.mos for s in chosen])))
+                     mos=torch.from_numpy(np.concatenate([s.mos for s in chosen])),
+                     local=torch.from_numpy(np.concatenate([s.local for s in chosen])))
 
     def close(self) -> None:
         for p in self.procs:
