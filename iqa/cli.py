@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "iqa.train_diffusion",
     "iqa.train_rank",
     "iqa.levels",
+    "iqa.localise",
     "iqa.report",
     "iqa.bundle",
 ]
