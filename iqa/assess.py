@@ -23,7 +23,7 @@ from iqa.checkpoint import load_checkpoint
 from iqa.config import PRESETS, ModelConfig, preset
 from iqa.images import ImageError, describe, load_image
 from iqa.model import DiffV2IQA
-from iqa.results import Assessment, NoisyState, PatchMaps
+from iqa.results import Assessment, NoisyState, PatchMaps, RestorationChange
 
 log = logging.getLogger(__name__)
 
@@ -174,19 +174,22 @@ class Assessor:
         if s1 is not None:
             vcg_maps = self._stitch(f1, w1, boxes, w, h)
         if s2 is not None:
-            vda_maps = self._stitch(f2, w2, boxes, w, h)
+            vda_maps = replace(self._stitch(f2, w2, boxes, w, h), spatial=False)
         timings["maps"] = time.perf_counter() - t
         report(1.0, "done")
         names = ("y1", "y2")
         t = time.perf_counter()
+        restored = to_uint8(states_full[1][0])
         result = Assessment(
             score=float(score.mean()), s1=None if s1 is None else float(s1.mean()),
             s2=None if s2 is None else float(s2.mean()), vcg=vcg_maps, vda=vda_maps, image=img,
-            restored=to_uint8(states_full[1][0]),
+            restored=restored,
             states=[NoisyState(n, to_uint8(states_full[2 + i][0]), kept[0][i], kept[1][i])
                     for i, n in enumerate(names)],
             crops=boxes, crop_scores=[float(v) for v in score], timings=timings, notices=notices,
-            source=source)
+            source=source, crop_s1=[] if s1 is None else [float(v) for v in s1],
+            crop_s2=[] if s2 is None else [float(v) for v in s2],
+            restoration=None if self.model.diffusion is None else restoration_change(img, restored, boxes))
         timings["outputs"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
         self._recent[key] = result
@@ -271,6 +274,16 @@ class Assessor:
         ys, xs = np.meshgrid(np.arange(gh) * cell, np.arange(gw) * cell, indexing="ij")
         boxes_px = np.stack([xs, ys, np.minimum(xs + cell, w), np.minimum(ys + cell, h)], -1)
         return PatchMaps(score=score, weight=weight, boxes=boxes_px.astype(np.int32))
+
+
+def restoration_change(image: np.ndarray, restored: np.ndarray, boxes, threshold: int = 2) -> RestorationChange:
+    """How much `restored` differs from `image` ((H, W, 3) uint8) inside the crop boxes."""
+    mask = np.zeros(image.shape[:2], dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        mask[y0:y1, x0:x1] = True
+    diff = np.abs(image.astype(np.int16) - restored.astype(np.int16))[mask]  # (n, 3)
+    return RestorationChange(mean_abs=float(diff.mean()), changed_share=float((diff.max(-1) > threshold).mean()),
+                             threshold=threshold)
 
 
 def scaled_keep_steps(cfg: ModelConfig, steps: int) -> tuple[int, int]:

@@ -88,6 +88,9 @@ class VCGConfig:
     drop_path: float = 0.1
     swin_scale: float = 0.8
     dropout: float = 0.1
+    # Last activation of the per-patch score head: "relu" (the paper's, MANIQA's) or "sigmoid", which keeps
+    # patch scores on the 0-1 label scale and cannot die (a ReLU head can end at 0 for every patch).
+    score_activation: str = "relu"
 
 
 @dataclass

@@ -26,11 +26,19 @@ class PatchMaps:
 
     `score`, `weight`: (gh, gw) float arrays; cells no crop covered are NaN.
     `boxes`: (gh, gw, 4) int array, the pixel box (x0, y0, x1, y1) of each cell in the image.
+    `spatial`: whether a cell's values come from that place of the image. The VDA branch's tokens are
+    made from one global feature vector per crop, so its maps are not spatial and are not drawn.
     """
 
     score: np.ndarray
     weight: np.ndarray
     boxes: np.ndarray
+    spatial: bool = True
+
+    @property
+    def coverage(self) -> float:
+        """Share of the image's cells that some crop covered."""
+        return float(np.isfinite(self.score).mean())
 
     @property
     def product(self) -> np.ndarray:
@@ -42,6 +50,29 @@ class PatchMaps:
         col = int(np.clip(np.searchsorted(b[0, :, 2], x, side="right"), 0, b.shape[1] - 1))
         row = int(np.clip(np.searchsorted(b[:, 0, 3], y, side="right"), 0, b.shape[0] - 1))
         return row, col
+
+
+@dataclass
+class RestorationChange:
+    """How much the restored image y0 differs from the input, over the restored pixels: mean absolute
+    change in 8-bit levels, and the share of pixels whose largest channel change exceeds `threshold`."""
+
+    mean_abs: float
+    changed_share: float
+    threshold: int = 2
+    NEGLIGIBLE_MEAN = 0.5  # 8-bit levels: below this the change is invisible
+
+    @property
+    def negligible(self) -> bool:
+        return self.mean_abs < self.NEGLIGIBLE_MEAN
+
+    def sentence(self) -> str:
+        text = (f"The restoration changed {self.changed_share:.1%} of the pixels by more than {self.threshold}/255 "
+                f"(mean change {self.mean_abs:.2f}/255).")
+        if self.negligible:
+            text += (" That is negligible: restored and input look the same, and the score rests on the input and "
+                     "the noisy states y1, y2 rather than on a visible restoration.")
+        return text
 
 
 @dataclass
@@ -66,6 +97,9 @@ class Assessment:
     notices: list[str] = field(default_factory=list)  # conversions made on the input
     source: str = ""  # file name or description
     cached: bool = False  # True: the same image and settings were assessed before; stage timings not rerun
+    crop_s1: list[float] = field(default_factory=list)  # per crop, VCG
+    crop_s2: list[float] = field(default_factory=list)  # per crop, VDA
+    restoration: RestorationChange | None = None  # None without a diffusion network
 
     def summary(self) -> dict:
         """Numbers only (JSON-ready)."""
@@ -76,6 +110,12 @@ class Assessment:
             "s2": self.s2,
             "crops": [list(c) for c in self.crops],
             "crop_scores": self.crop_scores,
+            "crop_s1": self.crop_s1,
+            "crop_s2": self.crop_s2,
+            "coverage": None if self.vcg is None else self.vcg.coverage,
+            "restoration": None if self.restoration is None else {
+                "mean_abs": self.restoration.mean_abs, "changed_share": self.restoration.changed_share,
+                "threshold": self.restoration.threshold, "negligible": self.restoration.negligible},
             "states": [{"name": s.name, "step": s.step, "alpha_bar": s.alpha_bar,
                         "noise_std": s.noise_std} for s in self.states],
             "timings": self.timings,

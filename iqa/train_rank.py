@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import shlex
 import signal
 import sys
@@ -34,7 +35,7 @@ from iqa.model import DiffV2IQA
 from iqa.training import JsonlLog, atomic_save, load_state, seed_everything
 
 STATE = "state.pt"
-REVIVE_STD = 1e-3  # weight scale of a restarted VCG score layer: patch scores start near INIT_SCORE
+REVIVE_START, REVIVE_STD = 0.1, 1e-3  # a restarted VCG score layer: patch scores start near 0.1
 LOG = "log.jsonl"
 LOG_EVERY = 10  # steps between log lines
 LOSSES = ("both", "rank", "mse")
@@ -64,7 +65,7 @@ class RankConfig:
     margin: float = 0.05
     mse_weight: float = 0.5
     local_weight: float = 0.0  # weight of the MSE of the VCG patch scores to the local quality maps
-    revive_vcg: bool = False  # restart the VCG score head (bias INIT_SCORE) when a run starts
+    revive_vcg: bool = False  # restart the VCG score layer as a sigmoid (patch scores on 0-1) when a run starts
     save_every_min: float = 5.0
     max_minutes: float = 0.0  # stop (saved, resumable) after this many minutes of this invocation; 0: no limit
     snapshot_every_min: float = 30.0
@@ -188,14 +189,17 @@ def step_loss(model: DiffV2IQA, batch: Batch, cfg: RankConfig, device: torch.dev
     return total, StepStats(total.item(), rank.item(), mse.item(), acc, len(scores), local.item())
 
 
-def revive_score_head(model: DiffV2IQA, std: float = REVIVE_STD) -> None:
-    """Restart the VCG branch's per-patch score layer: every patch starts at DualHead.INIT_SCORE,
-    inside the ReLU's live range (a score head whose ReLU output is 0 everywhere gets no gradient)."""
+def revive_score_head(model: DiffV2IQA, start: float = REVIVE_START, std: float = REVIVE_STD) -> None:
+    """Restart the VCG branch's per-patch score layer with a sigmoid, every patch at `start`: a ReLU
+    score head whose output is 0 everywhere gets no gradient (so no local loss can teach it), and a
+    low start keeps S1 + S2 near the labels while the patch scores learn."""
     if model.vcg is None:
         raise RankError("--revive-vcg: this model has no VCG branch")
+    model.cfg.vcg.score_activation = "sigmoid"
+    model.vcg.head.score[-1] = nn.Sigmoid()
     last = model.vcg.head.score[-2]
     nn.init.normal_(last.weight, std=std)
-    nn.init.constant_(last.bias, model.vcg.head.INIT_SCORE)
+    nn.init.constant_(last.bias, math.log(start / (1 - start)))
 
 
 def load_model(cfg: RankConfig) -> tuple[DiffV2IQA, dict]:

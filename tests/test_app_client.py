@@ -30,15 +30,18 @@ def test_api_lists_assess_and_batch(client):
 
 def test_assess_example_returns_scores_and_images(client):
     example = example_images()[0]
-    verdict, numbers, chart, pair, gallery, overlay, bar, *_ = client.predict(
+    verdict, numbers, chart, pair, restoration, gallery, overlay, bar, *_ = client.predict(
         image=handle_file(example), **FAST, api_name="/assess")
     assert {"score", "s1", "s2", "band"} <= set(numbers) and numbers["source"] == Path(example).name
     assert f"{numbers['score']:.3f}" in verdict
     with Image.open(overlay) as im:
         assert im.size == tuple(numbers["size"])
     assert len(pair) == 2 and all(Path(p).is_file() for p in pair)
-    assert len(gallery) == 3 and all(Path(g["image"]).is_file() for g in gallery)
-    assert "σ=" in gallery[-1]["caption"]
+    assert "restoration changed" in restoration and len(gallery) == 4 and all(Path(g["image"]).is_file() for g in gallery)
+    assert "σ=" in gallery[-2]["caption"] and "y0|" in gallery[-1]["caption"]
+    for path in [overlay, *pair, *(g["image"] for g in gallery)]:  # lossless views, at the analysed size
+        with Image.open(path) as im:
+            assert im.format == "PNG", path
 
 
 def test_two_simultaneous_assess_calls_complete(client):

@@ -58,9 +58,9 @@ def test_inspect_returns_score_maps_and_overlays(view):
     assert view.maps.overlay.shape == (h, w, 3) and view.maps.colour_bar.ndim == 3
     assert view.pair[0].shape == view.pair[1].shape == (h, w, 3)
     captions = [c for _, c in view.gallery]
-    assert len(captions) == 1 + len(a.states) and all("σ=" in c for c in captions[1:])
+    assert len(captions) == 2 + len(a.states) and all("σ=" in c for c in captions[1:-1]) and "y0|" in captions[-1]
     assert [bar for bar in view.chart.data[0].x] == ["S1 · VCG", "S2 · VDA", "S = final"]
-    assert len(inspect_tab.outputs(view)) == 11
+    assert len(inspect_tab.outputs(view)) == 12
 
 
 def test_overlay_opacity_and_patch_selection(view):
@@ -79,6 +79,27 @@ def test_overlay_opacity_and_patch_selection(view):
     for kind in render.MAP_KINDS:  # every map kind draws on both branches
         for branch in render.BRANCHES:
             assert inspect_tab.draw_map(state, branch, kind, 0.5).overlay.shape == a.image.shape
+
+
+def test_vda_is_shown_per_crop_not_as_a_map(view):
+    a = view.state.assessment
+    assert a.vcg.spatial and not a.vda.spatial and render.branch_maps(a, "VDA") is None
+    shown = inspect_tab.draw_map(view.state, "VDA", "score", 0.5).overlay
+    x0, y0 = a.crops[0][:2]
+    assert tuple(shown[y0, x0]) == render.CROP_RGB  # crops outlined, no colour map
+    text, _ = inspect_tab.patch_text(view.state, x0 + 1, y0 + 1)
+    assert "VDA |" not in text and f"{a.crop_s2[0]:.3f}" in text
+
+
+def test_maps_use_one_fixed_range_and_hatch_uncovered_cells():
+    values = np.full((20, 20), np.nan)
+    values[:, :10] = 0.5
+    img = np.full((20, 20, 3), 200, np.uint8)
+    out = render.overlay(img, values, "viridis", 1.0, render.MAP_RANGE)
+    assert tuple(out[0, 0]) == tuple(out[5, 5])  # covered: one colour for one value
+    hatched = out[:, 10:][(out[:, 10:] != 200).any(-1)]
+    assert len(hatched) and np.all(hatched == render.HATCH_GREY)
+    assert render.coverage_text  # the note that goes with the hatching
 
 
 def test_report_json_and_png(view):

@@ -29,9 +29,15 @@ log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 IMAGE_HEIGHT = 360  # px of the image views
-STATE_TTL_S = 3600
+STATE_TTL_S = 3600  # a session's last assessment is dropped after this long
 MODEL_QUEUE = "model"  # assess and batch calls share one concurrency group
-MODEL_CONCURRENCY = 2  # model calls running at once (the model is shared; inference is thread-safe)  # a session's last assessment is dropped after this long
+MODEL_CONCURRENCY = 2  # model calls running at once (the model is shared; inference is thread-safe)
+VIEW_FORMAT = "png"  # lossless: a quality tool must not add compression artefacts to what it shows
+CLICK_HINT = "Click the map to read one patch's score and weight."
+MAPS_INTRO = ("### Per-patch maps\nVCG: what each patch scores (score), how much it counts (weight) and "
+              "score × weight; the branch score S1 of a crop is Σ score·weight / Σ weight. Colours run over one "
+              "fixed range, 0–1, for every image. Hatched cells were not analysed by any crop. VDA scores whole "
+              "crops; choose it to see its score per crop. Click the map to read a patch.")
 
 Progress = Callable[[float, str], None]
 
@@ -86,13 +92,18 @@ def draw_map(state: Inspected, branch: str, kind: str, opacity: float) -> MapVie
     a = state.assessment
     maps = render.branch_maps(a, branch)
     if maps is None:
-        blank = render.colour_bar(render.COLOURMAPS[kind], render.SCORE_RANGE, f"{branch} branch disabled")
+        values = a.crop_s1 if branch == "VCG" else a.crop_s2
+        if values:  # the branch scores per crop only: draw the crops, not a map
+            view = render.crop_values_view(a.image, a.crops, values, render.BRANCH_SCORE[branch])
+            return MapView(view, render.colour_bar(render.COLOURMAPS["score"], render.MAP_RANGE,
+                                                   f"{branch}: per crop, no map"))
+        blank = render.colour_bar(render.COLOURMAPS[kind], render.MAP_RANGE, f"{branch} branch disabled")
         return MapView(a.image, blank)
     values = render.map_values(maps, kind)
-    vrange = render.value_range(values)
     box = None if state.selected is None else maps.boxes[maps.cell_at(*state.selected)]
-    over = render.overlay(a.image, render.to_pixels(maps, values), render.COLOURMAPS[kind], opacity, vrange, box)
-    bar = render.colour_bar(render.COLOURMAPS[kind], vrange, f"{branch} patch {kind}")
+    over = render.overlay(a.image, render.to_pixels(maps, values), render.COLOURMAPS[kind], opacity,
+                          render.MAP_RANGE, box)
+    bar = render.colour_bar(render.COLOURMAPS[kind], render.MAP_RANGE, f"{branch} patch {kind}")
     return MapView(over, bar)
 
 
@@ -115,7 +126,17 @@ def patch_text(state: Inspected, x: float, y: float) -> tuple[str, tuple[int, in
     head = f"**Patch** row {picked[0]}, column {picked[1]} (pixels x {x0}–{x1}, y {y0}–{y1})"
     if not covered:
         head += "  \nNot covered by any crop: raise the number of crops to analyse it."
-    return head + "\n\n| branch | score | weight | score × weight |\n|---|---|---|---|\n" + "\n".join(rows), picked
+    table = "\n\n| branch | score | weight | score × weight |\n|---|---|---|---|\n" + "\n".join(rows)
+    return head + table + per_crop_note(a), picked
+
+
+def per_crop_note(a: Assessment) -> str:
+    """The VDA branch's per-crop scores, which are not a map (one global feature vector per crop)."""
+    if a.vda is None or a.vda.spatial or not a.crop_s2:
+        return ""
+    values = ", ".join(f"{v:.3f}" for v in a.crop_s2)
+    return (f"\n\nVDA scores each crop as a whole (its tokens come from one global feature vector per crop), "
+            f"so it has no patch map: S2 per crop = {values}.")
 
 
 def assess_image(app: AppState, image: str | None, settings: RunSettings,
@@ -151,9 +172,15 @@ def assess_image(app: AppState, image: str | None, settings: RunSettings,
 def outputs(view: InspectView) -> tuple:
     """Component values in the order of `InspectTab.outputs`."""
     a = view.state.assessment
-    return (view.verdict, view.numbers, view.chart, view.pair, view.gallery, view.maps.overlay,
-            view.maps.colour_bar, "Click the map to read one patch's score and weight.",
+    return (view.verdict, view.numbers, view.chart, view.pair, restoration_text(a), view.gallery, view.maps.overlay,
+            view.maps.colour_bar, f"{render.coverage_text(a)} {CLICK_HINT}{per_crop_note(a)}",
             gr.update(value=default_branch(a)), gr.update(value=render.MAP_KINDS[0]), view.state)
+
+
+def restoration_text(a: Assessment) -> str:
+    if a.restoration is None:
+        return "This model has no diffusion network: every state is the input."
+    return a.restoration.sentence()
 
 
 def make_report(state: Inspected | None) -> list[str] | None:
@@ -212,29 +239,30 @@ def build(app: AppState, controls: SettingsControls, gpu: Callable) -> InspectTa
             with gr.Accordion("All numbers (JSON)", open=False):
                 numbers = gr.JSON(label="Numbers")
     with gr.Row():
-        pair = gr.ImageSlider(label="Input ↔ restored (drag the handle)", type="numpy", interactive=False,
-                              max_height=IMAGE_HEIGHT)
-        gallery = gr.Gallery(label="Diffusion states: restored y0 and kept noisy y1, y2 (t = step, σ = noise level)", columns=3,
-                             height=IMAGE_HEIGHT, object_fit="contain", interactive=False)
-    gr.Markdown("### Per-patch maps\nWhere each branch looks (weight), what it scores (score), and their "
-                "product (each patch's share of the final score). Click the map to read a patch.")
+        with gr.Column():
+            pair = gr.ImageSlider(label="Input ↔ restored (drag the handle)", type="numpy", interactive=False,
+                                  format=VIEW_FORMAT, max_height=IMAGE_HEIGHT)
+            restoration = gr.Markdown("", elem_id="iqa-restoration")
+        gallery = gr.Gallery(label="Diffusion states (t = step, σ = noise level) and |input − y0|", columns=2,
+                             format=VIEW_FORMAT, height=IMAGE_HEIGHT, object_fit="contain", interactive=False)
+    gr.Markdown(MAPS_INTRO)
     with gr.Row():
         with gr.Column(scale=1, min_width=220):
             branch = gr.Radio(list(render.BRANCHES), value="VCG", label="Branch")
             kind = gr.Radio(list(render.MAP_KINDS), value=render.MAP_KINDS[0], label="Map")
             opacity = gr.Slider(0, 1, value=render.DEFAULT_OPACITY, step=0.05, label="Overlay opacity")
         with gr.Column(scale=4):
-            overlay = gr.Image(label="Patch map overlay", type="numpy", interactive=False, height=IMAGE_HEIGHT,
+            overlay = gr.Image(label="Patch map overlay", type="numpy", interactive=False, height=IMAGE_HEIGHT, format=VIEW_FORMAT,
                                elem_id="iqa-overlay")
-            patch = gr.Markdown("Click the map to read one patch's score and weight.", elem_id="iqa-patch")
+            patch = gr.Markdown(CLICK_HINT, elem_id="iqa-patch")
         with gr.Column(scale=1, min_width=120):
-            bar = gr.Image(label="Colour bar", type="numpy", interactive=False, height=IMAGE_HEIGHT,
+            bar = gr.Image(label="Colour bar", type="numpy", interactive=False, height=IMAGE_HEIGHT, format=VIEW_FORMAT,
                            show_label=False, buttons=[])
     report_files = gr.File(label="Report: JSON with all numbers + PNG panel of all views", file_count="multiple",
                            interactive=False, elem_id="iqa-report")
     state = gr.State(None, time_to_live=STATE_TTL_S)
 
-    outs = [verdict, numbers, chart, pair, gallery, overlay, bar, patch, branch, kind, state]
+    outs = [verdict, numbers, chart, pair, restoration, gallery, overlay, bar, patch, branch, kind, state]
     button.click(assess, [image, *controls.inputs], outs, api_name="assess", concurrency_id=MODEL_QUEUE,
                  concurrency_limit=MODEL_CONCURRENCY).success(make_report, state, report_files, api_visibility="private")
     for control in (branch, kind):

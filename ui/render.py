@@ -19,7 +19,6 @@ from PIL import Image, ImageDraw
 
 from iqa.results import Assessment, PatchMaps
 
-SCORE_RANGE = (0.0, 1.0)
 SCORE_SCALE_TEXT = "range 0–1, higher = better"
 # Lower bound of each band on the 0-1 scale (five equal steps, like the ACR opinion scale).
 QUALITY_BANDS = ((0.8, "excellent"), (0.6, "good"), (0.4, "fair"), (0.2, "poor"), (-math.inf, "bad"))
@@ -28,7 +27,14 @@ BAND_COLOURS = {"excellent": "#1a9850", "good": "#91cf60", "fair": "#fee08b", "p
 BRANCHES = {"VCG": "vcg", "VDA": "vda"}  # display name -> Assessment attribute
 BRANCH_SCORE = {"VCG": "S1", "VDA": "S2"}
 MAP_KINDS = ("score", "weight", "score × weight")
+MAP_HELP = {"score": "the patch's own quality score",
+            "weight": "how much the patch counts in the branch score (0-1)",
+            "score × weight": "the weighted score; the branch score is Σ score·weight / Σ weight over a crop"}
 COLOURMAPS = {"score": "viridis", "weight": "magma", "score × weight": "cividis"}
+MAP_RANGE = (0.0, 1.0)  # one fixed colour range for every image and map kind, so maps can be compared
+HATCH_PERIOD, HATCH_WIDTH, HATCH_GREY = 10, 2, 128  # px: diagonal stripes on cells no crop analysed
+DIFF_GAIN = 8  # the |input - restored| view is amplified this many times
+CROP_RGB = (255, 200, 0)
 DEFAULT_OPACITY = 0.55
 HIGHLIGHT_RGB = (255, 255, 255)
 HIGHLIGHT_WIDTH = 3  # px outline of the selected patch
@@ -68,7 +74,21 @@ def verdict_html(score: float, band: str, model_label: str, untrained: bool, not
 
 
 def branch_maps(a: Assessment, branch: str) -> PatchMaps | None:
-    return getattr(a, BRANCHES[branch])
+    """The branch's maps when they are spatial (drawable on the image), else None."""
+    maps = getattr(a, BRANCHES[branch])
+    return maps if maps is not None and maps.spatial else None
+
+
+def coverage_text(a: Assessment) -> str:
+    """One line on how much of the image the crops analysed."""
+    maps = a.vcg or a.vda
+    if maps is None:
+        return ""
+    cov = maps.coverage
+    if cov >= 0.999:
+        return f"The {len(a.crops)} crops cover the whole image."
+    return (f"The {len(a.crops)} crops cover {cov:.0%} of the image; hatched cells were not analysed "
+            "(raise the number of crops to cover more).")
 
 
 def map_values(maps: PatchMaps, kind: str) -> np.ndarray:
@@ -83,24 +103,16 @@ def to_pixels(maps: PatchMaps, values: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(values, heights, axis=0), widths, axis=1)
 
 
-def value_range(values: np.ndarray) -> tuple[float, float]:
-    """(min, max) of the finite values, widened when flat so a colour map still applies."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return SCORE_RANGE
-    lo, hi = float(finite.min()), float(finite.max())
-    if hi - lo < 1e-12:
-        pad = max(abs(lo) * 0.05, 1e-6)
-        lo, hi = lo - pad, hi + pad
-    return lo, hi
-
-
 def overlay(image: np.ndarray, values: np.ndarray, cmap: str, opacity: float,
             vrange: tuple[float, float], box: Sequence[int] | None = None) -> np.ndarray:
     """Blend colour-mapped (H, W) `values` over `image`; NaN pixels stay the image. `box` = (x0, y0, x1, y1) outline."""
     rgb = colormaps[cmap](Normalize(*vrange, clip=True)(np.nan_to_num(values, nan=vrange[0])))[..., :3] * 255
     alpha = np.where(np.isfinite(values), float(np.clip(opacity, 0.0, 1.0)), 0.0)[..., None]
     out = (image.astype(np.float32) * (1 - alpha) + rgb * alpha).round().astype(np.uint8)
+    yy, xx = np.indices(values.shape)
+    hatch = ~np.isfinite(values) & ((xx + yy) % HATCH_PERIOD < HATCH_WIDTH)
+    op = float(np.clip(opacity, 0.0, 1.0))
+    out[hatch] = (out[hatch] * (1 - op) + HATCH_GREY * op).round().astype(np.uint8)
     if box is not None:
         pil = Image.fromarray(out)
         x0, y0, x1, y1 = (int(v) for v in box)
@@ -142,12 +154,35 @@ def branch_chart(score: float, s1: float | None, s2: float | None, vda_weight: f
     return fig
 
 
+def difference_view(a: Assessment) -> np.ndarray:
+    """|input - restored y0|, amplified DIFF_GAIN times (black = unchanged)."""
+    diff = np.abs(a.image.astype(np.int16) - a.restored.astype(np.int16)) * DIFF_GAIN
+    return np.clip(diff, 0, 255).astype(np.uint8)
+
+
 def states_gallery(a: Assessment) -> list[tuple[np.ndarray, str]]:
-    """Restored image and the kept noisy states, captioned with timestep and noise level."""
+    """Restored image, the kept noisy states (captioned with timestep and noise level) and the
+    amplified difference between input and restored."""
     items = [(a.restored, "y0: restored")]
     for s in a.states:
-        items.append((s.image, f"{s.name}: t={s.step}, σ={s.noise_std:.2f} (ᾱ={s.alpha_bar:.3f})"))
+        items.append((s.image, f"{s.name}: t={s.step}, σ={s.noise_std:.2f}"))
+    items.append((difference_view(a), f"|input − y0| × {DIFF_GAIN}"))
     return items
+
+
+def crop_values_view(image: np.ndarray, boxes: Sequence[Sequence[int]], values: Sequence[float],
+                     name: str) -> np.ndarray:
+    """The image with each crop outlined and labelled with its value: for a branch whose scores are
+    per crop, not per patch."""
+    pil = Image.fromarray(image)
+    draw = ImageDraw.Draw(pil)
+    for (x0, y0, x1, y1), v in zip(boxes, values):
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=CROP_RGB, width=HIGHLIGHT_WIDTH)
+        label = f"{name} {v:.3f}"
+        tx, ty = x0 + 2 * HIGHLIGHT_WIDTH, y0 + 2 * HIGHLIGHT_WIDTH
+        draw.rectangle(draw.textbbox((tx, ty), label), fill=(0, 0, 0))
+        draw.text((tx, ty), label, fill=CROP_RGB)
+    return np.asarray(pil)
 
 
 def histogram(scores: Sequence[float]) -> go.Figure:
@@ -199,9 +234,9 @@ def report_panel(a: Assessment, title: str, vda_weight: float, opacity: float = 
         for c, kind in enumerate(MAP_KINDS):
             ax = fig.add_subplot(rows, cols, r * cols + c + 1)
             values = map_values(maps, kind)
-            vr = value_range(values)
             ax.imshow(a.image)
-            im = ax.imshow(to_pixels(maps, values), cmap=COLOURMAPS[kind], alpha=opacity, vmin=vr[0], vmax=vr[1])
+            im = ax.imshow(to_pixels(maps, values), cmap=COLOURMAPS[kind], alpha=opacity, vmin=MAP_RANGE[0],
+                           vmax=MAP_RANGE[1])
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
             ax.set_title(f"{branch} ({BRANCH_SCORE[branch]}) patch {kind}", fontsize=9)
             ax.axis("off")
