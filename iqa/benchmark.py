@@ -178,6 +178,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crops", type=int, default=3, help="crops per image (default 3)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
     p.add_argument("--size", default="512x384", help="image size WxH (default 512x384)")
+    p.add_argument("--allow-random-backbone", action="store_true",
+                   help="with --preset: build on random backbone weights when no pretrained ones are reachable")
     p.add_argument("--no-warmup", action="store_true", help="skip the warm-up run (slow presets on CPU)")
     p.add_argument("--batch-folder", default=None, metavar="DIR",
                    help="also assess every image of DIR and print images/s")
@@ -247,7 +249,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"error: --size {args.size!r}: give it as WIDTHxHEIGHT, e.g. 512x384", file=sys.stderr)
         return 2
-    assessor = load(args.checkpoint or args.preset or None, device=args.device)
+    try:
+        assessor = load(args.checkpoint or args.preset or None, device=args.device,
+                        allow_random_backbone=args.allow_random_backbone)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     r = run_benchmark(assessor, (w, h), args.crops, args.steps, warmup=not args.no_warmup,
                       repeats=args.repeats or DEFAULT_REPEATS)
     folder = None

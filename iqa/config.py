@@ -64,6 +64,7 @@ class BackboneConfig:
     indices: tuple[int, ...] = (6, 7, 8, 9)
     pretrained: str = "auto"  # "auto" (registry package / local file / hub when online), "none", or a file path
     frozen: bool = False
+    allow_random: bool = False  # with "auto" and no weights reachable: build on random weights instead of failing
 
 
 @dataclass
@@ -216,8 +217,10 @@ ABLATIONS = {
 }
 
 
-def preset(name: str) -> ModelConfig:
-    """A fresh `ModelConfig` for a preset name, optionally with an ablation: "PRESET[:ABLATION]"."""
+def preset(name: str, allow_random_backbone: bool = False) -> ModelConfig:
+    """A fresh `ModelConfig` for a preset name, optionally with an ablation: "PRESET[:ABLATION]".
+    `allow_random_backbone`: build on random backbone weights when no pretrained ones are reachable
+    (otherwise that is an error)."""
     base, _, ablation = name.partition(":")
     if base not in PRESETS:
         raise ValueError(f"unknown preset {base!r}; choose one of {sorted(PRESETS)}")
@@ -226,4 +229,6 @@ def preset(name: str) -> ModelConfig:
     cfg = PRESETS[base]()
     if ablation and ablation != "full":
         cfg = dataclasses.replace(cfg, name=name, **ABLATIONS[ablation])
+    if allow_random_backbone:
+        cfg.vcg.backbone.allow_random = cfg.vda.backbone.allow_random = True
     return cfg

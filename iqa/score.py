@@ -192,6 +192,8 @@ def add_model_group(p: argparse.ArgumentParser, required: bool = False) -> argpa
     group.add_argument("--preset", default=None, choices=sorted(PRESETS), metavar="P",
                        help=f"an untrained preset model: {', '.join(sorted(PRESETS))} "
                             "(plumbing and timing only; its scores are not meaningful)")
+    p.add_argument("--allow-random-backbone", action="store_true",
+                   help="with --preset: build on random backbone weights when no pretrained ones are reachable")
     return group
 
 
@@ -220,7 +222,8 @@ def open_assessor(args: argparse.Namespace) -> Assessor | None:
     """The model named by --checkpoint / --preset (else the bundled default), or None after
     printing why it cannot be loaded."""
     try:
-        assessor = load(args.checkpoint or args.preset or None, device=args.device)
+        assessor = load(args.checkpoint or args.preset or None, device=args.device,
+                        allow_random_backbone=getattr(args, "allow_random_backbone", False))
     except (FileNotFoundError, ValueError) as err:  # missing default, bad checkpoint, no CUDA
         print(f"error: {err}", file=sys.stderr)
         return None

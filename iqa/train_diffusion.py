@@ -50,12 +50,24 @@ class DiffusionTrainOptions:
     batch: int = 32
     crop: int = 64
     lr: float = 1e-5  # paper: Adam 1e-5 at batch 256
+    lr_schedule: str = "cosine"  # "cosine" (annealed to 0 over the steps) or "constant" (the paper's)
     ema: float = 0.0  # EMA decay; 0 = off
     save_every: int = 200  # 0: at the end only
     sample_every: int = 500  # 0: at the end only
     val_pairs: int = 8
     device: str = "auto"
     seed: int = 0
+
+
+LR_SCHEDULES = ("cosine", "constant")
+# The paper's diffusion training (`--preset paper` defaults to it); other presets default to CPU settings.
+PAPER_TRAINING = {"batch": 256, "crop": 64, "lr": 1e-5, "lr_schedule": "constant"}
+CPU_TRAINING = {"batch": 32, "crop": 64, "lr": 1e-5, "lr_schedule": "cosine"}
+
+
+def training_defaults(preset_name: str) -> dict:
+    """Batch, crop, learning rate and schedule a preset trains with unless told otherwise."""
+    return dict(PAPER_TRAINING if preset_name.partition(":")[0] == "paper" else CPU_TRAINING)
 
 
 @dataclass
@@ -234,7 +246,13 @@ def train_diffusion(opts: DiffusionTrainOptions) -> RestorationQuality:
     bank = PairBank(train_recs)
     held = PairBank(held_recs[:: max(1, len(held_recs) // opts.val_pairs)][: opts.val_pairs], "loading held-out")
     opt = torch.optim.Adam(diffusion.parameters(), lr=opts.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=opts.steps)
+    if opts.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"--lr-schedule {opts.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=opts.steps) if opts.lr_schedule == "cosine"
+             else torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0))
+    if dist_info.main:
+        print(f"train-diffusion: preset {opts.preset}, batch {opts.batch}, crop {opts.crop}, lr {opts.lr:g} "
+              f"({opts.lr_schedule}), {opts.steps} steps", flush=True)
     ema = None
     if opts.ema > 0:
         ema = torch.optim.swa_utils.AveragedModel(
@@ -327,9 +345,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=None, help="continue from this checkpoint's diffusion weights")
     p.add_argument("--out", default=d.out, help="run folder (re-running the same command resumes)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
-    p.add_argument("--batch", type=int, default=d.batch, help="pairs per step (paper: 256)")
-    p.add_argument("--crop", type=int, default=d.crop, help="training crop side (paper: 64)")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (paper: 1e-5)")
+    p.add_argument("--batch", type=int, default=None,
+                   help=f"pairs per step (default: {PAPER_TRAINING['batch']} for --preset paper, as in the paper; "
+                        f"{CPU_TRAINING['batch']} otherwise)")
+    p.add_argument("--crop", type=int, default=PAPER_TRAINING["crop"], help="training crop side (as in the paper)")
+    p.add_argument("--lr", type=float, default=PAPER_TRAINING["lr"], help="Adam learning rate (as in the paper)")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
+                   help="learning-rate schedule (default: constant for --preset paper, as in the paper; cosine otherwise)")
     p.add_argument("--ema", type=float, default=d.ema, help="EMA decay, e.g. 0.999 (0 = off)")
     p.add_argument("--save-every", type=int, default=d.save_every,
                    help="steps between resumable states (0: at the end only)")
@@ -343,7 +365,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     fields = DiffusionTrainOptions.__dataclass_fields__
-    opts = DiffusionTrainOptions(**{k: v for k, v in vars(args).items() if k in fields})
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    base = training_defaults(given.get("preset", DiffusionTrainOptions.preset))
+    opts = DiffusionTrainOptions(**{**base, **given})
     opts.kinds = kind_names(opts.kinds)
     try:
         train_diffusion(opts)

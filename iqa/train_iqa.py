@@ -84,6 +84,7 @@ class TrainOptions:
     split_index: int = 0
     splits: int | None = None  # run split indices 0..splits-1 (10-split protocol) instead of split_index
     preset: str | None = None  # default: lite (ignored with `init`)
+    allow_random_backbone: bool = False  # build the preset on random backbone weights when none are reachable
     init: str | Path | None = None  # checkpoint to fine-tune (its weights and config)
     diffusion: str | Path | None = None  # checkpoint whose trained diffusion network is used
     epochs: int = DEFAULT_EPOCHS
@@ -317,7 +318,7 @@ def build_model(opts: TrainOptions) -> tuple[DiffV2IQA, list[str]]:
             notices.append(f"--init {opts.init}: using that checkpoint's config ({model.cfg.name}); "
                            f"--preset {opts.preset} is ignored")
     else:
-        model = DiffV2IQA(preset(opts.preset or DEFAULT_PRESET))
+        model = DiffV2IQA(preset(opts.preset or DEFAULT_PRESET, opts.allow_random_backbone))
     if opts.diffusion:
         if not model.cfg.use_diffusion:
             raise TrainError(f"--diffusion {opts.diffusion}: the model ({model.cfg.name}) is configured "
@@ -703,6 +704,8 @@ def register(subparsers) -> None:
                    help=f"{', '.join(sorted(PRESETS))}, optionally with an ablation such as lite:vcg-only "
                         f"({', '.join(ABLATIONS)}); default {DEFAULT_PRESET}")
     p.add_argument("--init", default=None, help="checkpoint to fine-tune (its weights and config)")
+    p.add_argument("--allow-random-backbone", action="store_true",
+                   help="build the preset on random backbone weights when no pretrained ones are reachable")
     p.add_argument("--diffusion", default=None, help="checkpoint with the trained diffusion network (train-diffusion)")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epochs (also the cosine T_max)")
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="images per step and process")

@@ -30,10 +30,13 @@ def test_efficientnet_lite0_registry_weights_classify_photos():
     assert _classify(bb.model, coffee()) == ESPRESSO
 
 
-def test_offline_without_weights_warns_once_and_builds(caplog):
-    with caplog.at_level(logging.WARNING):
-        a = Backbone(BackboneConfig(name="resnet10t", indices=(1, 2), pretrained="auto"))
+def test_offline_without_weights_fails_unless_random_is_allowed(caplog):
+    from iqa.backbones import RandomBackboneError
+    with pytest.raises(RandomBackboneError, match="--allow-random-backbone"):
         Backbone(BackboneConfig(name="resnet10t", indices=(1, 2), pretrained="auto"))
+    with caplog.at_level(logging.WARNING):
+        a = Backbone(BackboneConfig(name="resnet10t", indices=(1, 2), pretrained="auto", allow_random=True))
+        Backbone(BackboneConfig(name="resnet10t", indices=(1, 2), pretrained="auto", allow_random=True))
     assert a.weights_source == "random init"
     assert sum("No pretrained weights" in r.message for r in caplog.records) <= 1
 

@@ -89,3 +89,9 @@ def test_kinds_need_a_dataset_that_labels_them(pairs_dir, tmp_path):
     opts.csv, opts.kinds = str(tmp_path / "meta.csv"), ("noise",)
     with pytest.raises(ValueError, match="does not label the distortion kind"):
         pair_records(opts)
+
+
+def test_paper_preset_trains_with_the_papers_settings():
+    from iqa.train_diffusion import PAPER_TRAINING, training_defaults
+    assert training_defaults("paper") == PAPER_TRAINING == {"batch": 256, "crop": 64, "lr": 1e-5, "lr_schedule": "constant"}
+    assert training_defaults("lite")["lr_schedule"] == "cosine" and training_defaults("paper:no-diffusion")["batch"] == 256
