@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
 DEFAULT_CROPS = 3
+TILE = 0  # as a crop count: tile the whole image (every cell covered at least once)
 RECENT = 8  # assessments kept in memory, so the same image with the same settings answers at once
 
 Progress = Callable[[float, str], None]  # (fraction done, description)
@@ -51,11 +52,17 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def crop_boxes(w: int, h: int, crop: int, k: int, align: int) -> list[tuple[int, int, int, int]]:
     """Up to K crop windows (x0, y0, x1, y1) spread evenly over a (w, h) image, origins on the `align`
-    grid (so per-patch maps of overlapping crops line up). Small images give fewer, distinct windows."""
-    if k < 1:
-        raise ValueError("the number of crops must be at least 1")
-    cols = max(1, min(k, math.ceil(math.sqrt(k * w / h))))
-    rows = math.ceil(k / cols)
+    grid (so per-patch maps of overlapping crops line up). Small images give fewer, distinct windows.
+    K = TILE (0): ceil(w / crop) x ceil(h / crop) overlapping windows that tile the whole image (up to
+    the last `align` - 1 pixels of each side)."""
+    if k < 0:
+        raise ValueError(f"the number of crops must be at least 1, or {TILE} to tile the image")
+    if k == TILE:
+        cols, rows = math.ceil(w / crop), math.ceil(h / crop)
+        k = cols * rows
+    else:
+        cols = max(1, min(k, math.ceil(math.sqrt(k * w / h))))
+        rows = math.ceil(k / cols)
 
     def starts(n: int, size: int) -> list[int]:
         hi = (size - crop) // align * align  # last aligned origin that fits
@@ -133,13 +140,14 @@ class Assessor:
         t = time.perf_counter()
         img, notices, source = self.prepare(image, name)
         h, w = img.shape[:2]
-        key = (hashlib.sha256(img.tobytes()).hexdigest(), img.shape, crops or DEFAULT_CROPS, steps, seed)
+        k = DEFAULT_CROPS if crops is None else crops
+        key = (hashlib.sha256(img.tobytes()).hexdigest(), img.shape, k, steps, seed)
         if key in self._recent:
             self._recent.move_to_end(key)
             report(1.0, "done (assessed before with these settings)")
             t = time.perf_counter() - t_all
             return replace(self._recent[key], timings={"load": t, "total": t}, cached=True, source=source)
-        boxes = crop_boxes(w, h, self.cfg.crop, crops or DEFAULT_CROPS, self.cell)
+        boxes = crop_boxes(w, h, self.cfg.crop, k, self.cell)
         x = to_tensor(img).to(self.device)
         timings["load"] = time.perf_counter() - t
 

@@ -203,7 +203,8 @@ def add_device_option(p: argparse.ArgumentParser) -> None:
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crops", type=int, default=DEFAULT_CROPS, metavar="K",
-                   help=f"crops per image whose scores are averaged (default {DEFAULT_CROPS})")
+                   help=f"crops per image whose scores are averaged (default {DEFAULT_CROPS}; 0: tile the whole "
+                        "image, every patch analysed)")
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="diffusion sampling steps (default: the model's)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="diffusion noise seed (default 0)")
@@ -211,8 +212,8 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
 
 def check_sampling_options(args: argparse.Namespace) -> str | None:
     """A usage error message, or None when --crops / --steps are valid."""
-    if args.crops < 1:
-        return f"--crops must be at least 1, got {args.crops}"
+    if args.crops < 0:
+        return f"--crops must be at least 1, or 0 to tile the whole image; got {args.crops}"
     if args.steps is not None and args.steps < 2:
         return f"--steps must be at least 2 (two noisy states are kept), got {args.steps}"
     return None

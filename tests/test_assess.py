@@ -123,3 +123,17 @@ def test_channels_last_changes_no_score():
     plain = Assessor(tiny_model(), device="cpu").assess(img, crops=2).score
     fast = Assessor(tiny_model(), device="cpu", channels_last=True).assess(img, crops=2).score
     assert fast == pytest.approx(plain, abs=1e-5)
+
+
+@pytest.mark.parametrize("size", [(512, 384), (1000, 700), (224, 300)])  # pixels: all but < 16 px at two edges
+def test_tiles_cover_every_cell(size):
+    w, h = size
+    boxes = crop_boxes(w, h, 224, 0, 16)
+    covered = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in boxes:
+        assert x0 % 16 == 0 and y0 % 16 == 0 and x1 <= w and y1 <= h
+        covered[y0:y1, x0:x1] = True
+    assert len(boxes) == -(-w // 224) * -(-h // 224) and covered.mean() > 0.95
+    a = Assessor(tiny_model(), device="cpu")
+    r = a.assess(photo(304, 256), crops=0)  # sides on the 16 px cell grid: every cell covered
+    assert r.vcg.coverage == 1.0 and len(r.crops) == 4

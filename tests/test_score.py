@@ -105,7 +105,7 @@ def test_usage_errors_exit_2(tmp_path, capsys, monkeypatch):
     assert main(["score", str(tmp_path / "*.png"), *FAST]) == 2
     assert "no images found" in capsys.readouterr().err
     img = _save(tmp_path / "x.png")
-    assert main(["score", str(img), "--crops", "0", *FAST[:2]]) == 2
+    assert main(["score", str(img), "--crops", "-1", *FAST[:2]]) == 2
     monkeypatch.setattr(assess, "DEFAULT_CHECKPOINT", tmp_path / "no-checkpoint")
     assert main(["score", str(img)]) == 2
     assert "default checkpoint is missing" in capsys.readouterr().err

@@ -36,8 +36,9 @@ class RunSettings:
             raise user_error(f"The seed must be between -{MAX_SEED} and {MAX_SEED} (got {s.seed}).")
         if not MIN_STEPS <= s.steps <= MAX_STEPS:
             raise user_error(f"Sampling steps must be between {MIN_STEPS} and {MAX_STEPS} (got {s.steps}).")
-        if not 1 <= s.crops <= MAX_CROPS:
-            raise user_error(f"The number of crops must be between 1 and {MAX_CROPS} (got {s.crops}).")
+        if not 0 <= s.crops <= MAX_CROPS:
+            raise user_error(f"The number of crops must be between 1 and {MAX_CROPS}, or 0 to tile the whole "
+                             f"image (got {s.crops}).")
         return s
 
     def to_dict(self) -> dict:
@@ -83,8 +84,9 @@ def build_settings(app: AppState) -> SettingsControls:
         with gr.Row():
             steps = gr.Slider(MIN_STEPS, MAX_STEPS, value=info.config.diffusion.sample_steps, step=1,
                               label="Sampling steps", info="diffusion sampling steps (set to the checkpoint's default when it is chosen)")
-            crops = gr.Slider(1, MAX_CROPS, value=DEFAULT_CROPS, step=1, label="Crops",
-                              info="224 px crops averaged per image")
+            crops = gr.Slider(0, MAX_CROPS, value=DEFAULT_CROPS, step=1, label="Crops",
+                              info="224 px crops averaged per image; 0 = tile the whole image (every patch "
+                                   "analysed; slower on large images)")
             seed = gr.Number(0, precision=0, label="Seed", info="noise seed of the sampler")
     return SettingsControls(checkpoint, banner, device, steps, crops, seed)
 
