@@ -26,6 +26,9 @@ def test_api_lists_assess_and_batch(client):
     assert {"/assess", "/batch"} <= set(endpoints)
     params = [p["parameter_name"] for p in endpoints["/assess"]["parameters"]]
     assert params == ["image", "checkpoint", "steps", "crops", "seed", "device"]
+    for name in ("/assess", "/batch"):  # every output is named, none generated ("value_21")
+        labels = [r["label"] for r in endpoints[name]["returns"]]
+        assert all(labels) and not any(label.startswith("value_") for label in labels), labels
 
 
 def test_assess_example_returns_scores_and_images(client):

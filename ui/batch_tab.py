@@ -28,6 +28,10 @@ MAX_BATCH_FILES = 500  # per call; more is a job for `python -m iqa` on the comm
 Progress = Callable[[float, str], None]
 
 
+TABLE_FORMAT = {"score": "{:.4f}", "S1": "{:.4f}", "S2": "{:.4f}", "seconds": "{:.2f}"}  # fixed decimals
+COLUMN_WIDTHS = ["18%", "9%", "9%", "9%", "10%", "10%", "35%"]  # wide enough for one-word headers; errors wrap
+
+
 @dataclass
 class BatchResult:
     rows: list[report.BatchRow]
@@ -113,17 +117,19 @@ def build(app: AppState, controls: SettingsControls, gpu: Callable) -> BatchTab:
         settings = RunSettings.parse(checkpoint, steps, crops, seed, device)
         result = assess_files(app, files, settings, lambda f, d: progress(f, desc=d))
         table = pd.DataFrame(report.batch_table(result.rows), columns=list(report.BATCH_COLUMNS))
-        return (table, result.histogram, summary_text(result.rows),
+        return (table.style.format(TABLE_FORMAT, na_rep="–"), result.histogram, summary_text(result.rows),
                 [str(p) for p in result.files])
 
     gr.Markdown("Assess many images at once with the settings above. Unreadable files get a row with the reason; "
-                "the rest continue. Click a column header to sort.")
+                "the rest continue. To sort, use the menu in a column's header; the CSV and JSON downloads hold "
+                "every number and the full error texts.")
     files = gr.File(label="Images", file_count="multiple", type="filepath", elem_id="iqa-batch-files")
     button = gr.Button("Assess all", variant="primary")
-    summary = gr.Markdown()
+    summary = gr.Markdown(label="summary", show_label=False)
     with gr.Row():
         table = gr.Dataframe(headers=list(report.BATCH_COLUMNS), datatype=["str", "number", "number", "number",
-                             "number", "str", "str"], interactive=False, label="Results", wrap=True, scale=3)
+                             "number", "str", "str"], interactive=False, label="Results", wrap=True, scale=3,
+                             column_widths=COLUMN_WIDTHS)
         hist = gr.Plot(label="Histogram", scale=2)
     downloads = gr.File(label="Downloads (CSV, JSON)", file_count="multiple", interactive=False, height=140)
     button.click(batch, [files, *controls.inputs], [table, hist, summary, downloads], api_name="batch",

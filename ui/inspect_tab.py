@@ -74,8 +74,19 @@ class InspectView:
     maps: MapView
 
 
+EXAMPLE_ORDER = {"clean": 0, "blur": 1, "noise": 2, "jpeg": 3}  # by the name's last part: chelsea_blur.jpg
+
+
 def example_images() -> list[str]:
-    return sorted(str(p) for p in ASSETS.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES)
+    """The bundled examples: clean first, then blurred, noisy, JPEG (others after, by name)."""
+    found = [p for p in ASSETS.glob("*") if p.suffix.lower() in EXAMPLE_SUFFIXES]
+    return [str(p) for p in sorted(found, key=lambda p: (EXAMPLE_ORDER.get(p.stem.rpartition("_")[2], 9), p.name))]
+
+
+def example_label(path: str) -> str:
+    """Caption of an example: "clean", "blurred", … from its file name."""
+    kind = Path(path).stem.rpartition("_")[2]
+    return {"clean": "clean", "blur": "blurred", "noise": "noisy", "jpeg": "JPEG q8"}.get(kind, Path(path).stem)
 
 
 def _model_dict(info: ModelInfo) -> dict[str, Any]:
@@ -160,7 +171,7 @@ def assess_image(app: AppState, image: str | None, settings: RunSettings,
                "settings": state.settings}
     return InspectView(
         state=state,
-        verdict=render.verdict_html(a.score, band, info.choice.label, info.untrained, a.notices),
+        verdict=render.verdict_html(a.score, band, info.choice.label, info.untrained, a.notices, assessor.cfg.vda_weight),
         numbers=numbers,
         chart=render.branch_chart(a.score, a.s1, a.s2, state.vda_weight),
         pair=(a.image, a.restored),
@@ -231,10 +242,11 @@ def build(app: AppState, controls: SettingsControls, gpu: Callable) -> InspectTa
             button = gr.Button("Assess", variant="primary", elem_id="iqa-assess")
             examples = example_images()
             if examples:
-                gr.Examples([[p] for p in examples], inputs=[image], label="Examples (clean, blurred, noisy, JPEG)")
+                gr.Examples([[p] for p in examples], inputs=[image], label="Examples",
+                            example_labels=[example_label(p) for p in examples])
         with gr.Column(scale=3):
             verdict = gr.HTML('<div class="iqa-verdict iqa-empty">Add an image and press <b>Assess</b>.</div>',
-                              elem_id="iqa-verdict")
+                              label="verdict", show_label=False, elem_id="iqa-verdict")
             chart = gr.Plot(label="Branch scores", elem_id="iqa-chart")
             with gr.Accordion("All numbers (JSON)", open=False):
                 numbers = gr.JSON(label="Numbers")
@@ -242,7 +254,7 @@ def build(app: AppState, controls: SettingsControls, gpu: Callable) -> InspectTa
         with gr.Column():
             pair = gr.ImageSlider(label="Input ↔ restored (drag the handle)", type="numpy", interactive=False,
                                   format=VIEW_FORMAT, max_height=IMAGE_HEIGHT)
-            restoration = gr.Markdown("", elem_id="iqa-restoration")
+            restoration = gr.Markdown("", label="restoration", show_label=False, elem_id="iqa-restoration")
         gallery = gr.Gallery(label="Diffusion states (t = step, σ = noise level) and |input − y0|", columns=2,
                              format=VIEW_FORMAT, height=IMAGE_HEIGHT, object_fit="contain", interactive=False)
     gr.Markdown(MAPS_INTRO)
@@ -254,7 +266,7 @@ def build(app: AppState, controls: SettingsControls, gpu: Callable) -> InspectTa
         with gr.Column(scale=4):
             overlay = gr.Image(label="Patch map overlay", type="numpy", interactive=False, height=IMAGE_HEIGHT, format=VIEW_FORMAT,
                                elem_id="iqa-overlay")
-            patch = gr.Markdown(CLICK_HINT, elem_id="iqa-patch")
+            patch = gr.Markdown(CLICK_HINT, label="patch", show_label=False, elem_id="iqa-patch")
         with gr.Column(scale=1, min_width=120):
             bar = gr.Image(label="Colour bar", type="numpy", interactive=False, height=IMAGE_HEIGHT, format=VIEW_FORMAT,
                            show_label=False, buttons=[])

@@ -60,8 +60,15 @@ def quality_band(score: float) -> str:
     return QUALITY_BANDS[-1][1]
 
 
-def verdict_html(score: float, band: str, model_label: str, untrained: bool, notices: Sequence[str] = ()) -> str:
-    """The big score line of the Inspect tab."""
+def bands_text() -> str:
+    """The band thresholds in words: "excellent ≥ 0.80 · good ≥ 0.60 · … · bad < 0.20"."""
+    parts = [f"{name} ≥ {low:.2f}" for low, name in QUALITY_BANDS if math.isfinite(low)]
+    return " · ".join(parts + [f"{QUALITY_BANDS[-1][1]} < {QUALITY_BANDS[-2][0]:.2f}"])
+
+
+def verdict_html(score: float, band: str, model_label: str, untrained: bool, notices: Sequence[str] = (),
+                 vda_weight: float = 1.0) -> str:
+    """The big score line of the Inspect tab, with the band thresholds and the fusion weight λ."""
     warn = ('<div class="iqa-untrained">Untrained model: scores are not meaningful '
             '(quality heads have random weights).</div>') if untrained else ""
     notes = "".join(f"<li>{esc(n)}</li>" for n in notices)
@@ -70,6 +77,7 @@ def verdict_html(score: float, band: str, model_label: str, untrained: bool, not
             f'<span class="iqa-score" id="iqa-score-value">{score:.3f}</span>'
             f'<span class="iqa-band" style="background:{BAND_COLOURS[band]}">{band}</span>'
             f'<div class="iqa-scale">quality score, {SCORE_SCALE_TEXT} · model: {esc(model_label)}</div>'
+            f'<div class="iqa-scale">bands: {bands_text()} · S = S1 + λ·S2 with λ = {vda_weight:g}</div>'
             f"{notes}</div>")
 
 
