@@ -383,4 +383,34 @@ def test_report_title_with_dollar_signs_is_not_a_formula(app, tmp_path):
 def test_train_form_refuses_non_finite_numbers(app):
     for field, value in (("epochs", float("inf")), ("lr", float("nan"))):
         with pytest.raises(gr.Error, match="finite number"):
-            train_tab.prepare(app, train_tab.TrainForm(confirm_cpu=True, **{field: value}), "tiny")
+            train_tab.prepare(app, train_tab.TrainForm(zip_file="data.zip", confirm_cpu=True, **{field: value}), "tiny")
+
+
+def test_train_form_asks_for_the_dataset_before_the_cpu_confirmation(app):
+    with pytest.raises(gr.Error, match="Upload the dataset"):
+        train_tab.prepare(app, train_tab.TrainForm(confirm_cpu=False), "tiny")
+
+
+def test_train_help_names_every_format_and_the_bundled_diffusion_needs_lite(app, tmp_path):
+    from iqa.data.datasets import FORMATS
+    text = train_tab.formats_help()
+    assert all(f"(`{f}`)" in text for f in FORMATS) and "image,mos,ref,group" in text
+    data = _generic_dataset(tmp_path / "ds")
+    form = train_tab.TrainForm(source=train_tab.SOURCE_SERVER, server_dir=str(data), confirm_cpu=True, preset="tiny")
+    allowed = replace(app, allow_server_data=True)
+    with pytest.raises(gr.Error, match="bundled diffusion network is a lite network"):
+        train_tab.prepare(allowed, form, "tiny")
+    spec = train_tab.prepare(allowed, replace(form, diffusion=train_tab.DIFFUSION_NONE), "tiny")
+    assert spec.diffusion is None and "--diffusion" not in build_commands(spec)[1]
+
+
+def test_console_tail_shows_the_latest_lines_and_one_line_per_progress_bar(tmp_path):
+    from ui.training_job import CONSOLE, TAIL_LINES, console_tail
+    (tmp_path / CONSOLE).write_text("".join(f"line {i}\n" for i in range(30)) + "epoch 1: 10%\repoch 1: 50%\r")
+    lines = console_tail(tmp_path).splitlines()
+    assert len(lines) == TAIL_LINES and lines[-1] == "epoch 1: 50%" and lines[-2] == "line 29"
+
+
+def test_empty_training_chart_says_so():
+    fig = render.training_curves([])
+    assert any("no epochs yet" in a.text for a in fig.layout.annotations)

@@ -210,8 +210,13 @@ def training_curves(records: Sequence[dict]) -> go.Figure:
         y = [r.get(key) for r in epochs]
         if any(v is not None for v in y):
             fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers", yaxis=axis, line_color=colour))
-    fig.update_layout(title="Training curves", xaxis_title="epoch", yaxis=dict(title="loss"),
-                      yaxis2=dict(title="correlation", overlaying="y", side="right", range=[-1, 1]),
+    if not epochs:
+        fig.add_annotation(text="no epochs yet", x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                           font=dict(size=16, color="#888"))
+        fig.update_xaxes(visible=False)
+    fig.update_layout(title="Training curves", xaxis_title="epoch", yaxis=dict(title="loss", visible=bool(epochs)),
+                      yaxis2=dict(title="correlation", overlaying="y", side="right", range=[-1, 1],
+                                  visible=bool(epochs)),
                       height=CHART_HEIGHT, margin=dict(l=50, r=50, t=40, b=40), legend=dict(orientation="h", y=-0.3))
     return fig
 

@@ -16,7 +16,8 @@ import torch
 
 from iqa.cache import file_sha256
 from iqa.config import PRESETS
-from iqa.data.datasets import DISPLAY_NAMES, FORMATS, detect_format, escapes_folder
+from iqa.assess import DEFAULT_CHECKPOINT
+from iqa.data.datasets import DISPLAY_NAMES, FORMATS, detect_format, escapes_folder, layout_help
 from iqa.data.splits import RATIO_PRESETS, parse_ratios
 from ui import render
 from ui.archive import ArchiveError, unpack_once
@@ -33,6 +34,22 @@ DEFAULT_PRESET = "lite"
 TICK_S = 2.0  # seconds between log / curve refreshes while a run is going
 DATASETS_SUBDIR = "datasets"  # unpacked uploads go to <runs>/datasets/<zip name>-<content hash>/
 UPLOAD_HASH_CHARS = 16
+DIFFUSION_BUNDLED = "the bundled default's trained network (lite)"
+DIFFUSION_NONE = "untrained (random weights)"
+BUNDLED_PRESET = "lite"  # the preset of the bundled default, whose diffusion network fits only it
+GENERIC_EXAMPLE = """image,mos,ref,group
+images/cat_blur1.png,3.2,refs/cat.png,cat
+images/cat_jpeg2.png,2.1,refs/cat.png,cat
+images/street.jpg,4.5,,street"""
+
+
+def formats_help() -> str:
+    """Markdown: what each dataset format's folder holds, with a CSV example for the generic one."""
+    lines = ["Zip the dataset folder itself. Recognised layouts (the releases' own files):", ""]
+    lines += [f"- **{DISPLAY_NAMES[f]}** (`{f}`): {esc(layout_help(f))}" for f in FORMATS]
+    lines += ["", "A generic `meta.csv` (scores in any range; higher = better):", "", "```csv", GENERIC_EXAMPLE, "```",
+              "", "A CSV elsewhere in the folder: name it under *Label file*."]
+    return "\n".join(lines)
 
 
 @dataclass
@@ -53,6 +70,7 @@ class TrainForm:
     finetune: bool = False
     freeze: bool = False
     confirm_cpu: bool = False
+    diffusion: str = DIFFUSION_BUNDLED
 
 
 @dataclass
@@ -144,11 +162,8 @@ def prepare(app: AppState, form: TrainForm, checkpoint: str | None, data: Path |
     hw = hardware()
     if not hw.can_train:
         raise user_error("This Space has no GPU, so it cannot train. Use a GPU Space or run the app locally.")
-    if form.device == "cuda" and not cuda_available():
-        raise user_error("Device 'cuda' was chosen but no GPU is available; choose auto or cpu.")
-    if hw.needs_confirm and not form.confirm_cpu:
-        raise user_error("No GPU found: tick “run on the CPU anyway” to train on the CPU (slow).",
-                         "Confirm CPU training")
+    if form.source == SOURCE_ZIP and not form.zip_file and data is None:  # what a user fixes first
+        raise user_error("Upload the dataset as a .zip first (the dataset folder, zipped).")
     if form.preset not in PRESETS:
         raise user_error(f"Unknown preset '{esc(form.preset)}'; choose one of {', '.join(PRESETS)}.")
     try:
@@ -165,6 +180,19 @@ def prepare(app: AppState, form: TrainForm, checkpoint: str | None, data: Path |
             raise user_error("Fine-tuning needs a trained checkpoint: pick one in the selector above, "
                            "or untick “fine-tune”.")
         init = choice.path
+    diffusion = None
+    if form.diffusion == DIFFUSION_BUNDLED and init is None:
+        if form.preset != BUNDLED_PRESET:
+            raise user_error(f"The bundled diffusion network is a {BUNDLED_PRESET} network: choose the "
+                             f"{BUNDLED_PRESET} preset, or an untrained diffusion network.")
+        if not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
+            raise user_error("The bundled default checkpoint is missing: choose an untrained diffusion network.")
+        diffusion = DEFAULT_CHECKPOINT
+    if form.device == "cuda" and not cuda_available():
+        raise user_error("Device 'cuda' was chosen but no GPU is available; choose auto or cpu.")
+    if hw.needs_confirm and not form.confirm_cpu:
+        raise user_error("No GPU found: tick “run on the CPU anyway” to train on the CPU (slow).",
+                         "Confirm CPU training")
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
     root, unpacked = (data, None) if data else dataset_root(app, form)
     try:
@@ -177,7 +205,7 @@ def prepare(app: AppState, form: TrainForm, checkpoint: str | None, data: Path |
     run_dir = app.runs_dir / f"{stamp}-{form.preset}"
     return TrainSpec(data=root, format=fmt, run_dir=run_dir, preset=form.preset, ratios=form.ratios.strip(),
                      csv=csv, init=init, epochs=epochs, batch=batch, lr=lr,
-                     device=form.device, freeze_backbones=form.freeze)
+                     device=form.device, freeze_backbones=form.freeze, diffusion=diffusion)
 
 
 def job_view(app: AppState):
@@ -249,6 +277,8 @@ def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
             csv = gr.Textbox(label="Label file (optional)", placeholder="inside the dataset folder, e.g. meta.csv")
             ratios = gr.Dropdown(list(RATIO_PRESETS), value=SPLIT_RATIOS, allow_custom_value=True,
                                  label="Split train:val:test", info="content-disjoint; validation picks the best epoch")
+            with gr.Accordion("Dataset formats", open=False):
+                gr.Markdown(formats_help(), elem_id="iqa-formats")
         with gr.Column():
             preset = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
                                  info="paper = GPU size; lite = CPU-friendly; tiny = smoke tests")
@@ -257,6 +287,9 @@ def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
                 batch = gr.Number(0, precision=0, minimum=0, label="Batch", info="0 = preset default")
                 lr = gr.Number(0, minimum=0, label="Learning rate", info="0 = preset default")
             device = gr.Radio(device_choices(), value="auto", label="Device")
+            diffusion = gr.Dropdown([DIFFUSION_BUNDLED, DIFFUSION_NONE], value=DIFFUSION_BUNDLED,
+                                    label="Diffusion network (makes y0, y1, y2; not trained here)",
+                                    info="a fine-tuned checkpoint keeps its own")
             finetune = gr.Checkbox(False, label="Fine-tune from the checkpoint selected above")
             freeze = gr.Checkbox(False, label="Freeze backbones")
             confirm = gr.Checkbox(False, label="No GPU: run on the CPU anyway (slow)", visible=hw.needs_confirm)
@@ -268,7 +301,7 @@ def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
     console = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, interactive=False)
     timer = gr.Timer(TICK_S, active=False)
     form_inputs = [source, zip_file, server_dir, fmt, csv, ratios, preset, epochs, lr, batch, device, finetune,
-                   freeze, confirm]
+                   freeze, confirm, diffusion]
 
     def on_source(src):
         return gr.update(visible=src == SOURCE_ZIP), gr.update(visible=src == SOURCE_SERVER)

@@ -25,7 +25,8 @@ LOG = "log.jsonl"
 SPLITS = "splits.json"
 SPLIT_RATIOS = "7:1:2"
 STOP_GRACE_S = 10.0  # SIGTERM, then SIGKILL after this long
-TAIL_BYTES = 20_000  # console text shown in the UI
+TAIL_BYTES = 20_000  # console text read for the UI
+TAIL_LINES = 12  # lines the Log box shows: the latest ones
 
 
 @dataclass
@@ -45,6 +46,7 @@ class TrainSpec:
     device: str = "auto"
     freeze_backbones: bool = False
     split_seed: int = 0
+    diffusion: Path | None = None  # checkpoint whose trained diffusion network makes y0, y1, y2
 
     @property
     def split_file(self) -> Path:
@@ -67,6 +69,8 @@ def build_commands(spec: TrainSpec, python: str = sys.executable) -> list[list[s
         train += ["--device", spec.device]
     if spec.freeze_backbones:
         train.append("--freeze-backbones")
+    if spec.diffusion is not None and spec.init is None:  # a fine-tuned checkpoint keeps its own network
+        train += ["--diffusion", str(spec.diffusion)]
     train += ["--out", str(spec.run_dir)]
     return [splits, train]
 
@@ -87,13 +91,18 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def console_tail(run_dir: Path, limit: int = TAIL_BYTES) -> str:
+def console_tail(run_dir: Path, limit: int = TAIL_BYTES, lines: int = TAIL_LINES) -> str:
+    """The run's latest console lines; a progress bar redrawn with carriage returns counts as one
+    line, its latest state."""
     path = Path(run_dir) / CONSOLE
     if not path.is_file():
         return ""
     with path.open("rb") as f:
         f.seek(max(0, path.stat().st_size - limit))
-        return f.read().decode(errors="replace")
+        text = f.read().decode(errors="replace")
+    shown = [seg.rstrip("\r").split("\r")[-1] for seg in text.split("\n")]
+    shown = [s for s in shown if s.strip()]
+    return "\n".join(shown[-lines:])
 
 
 class TrainJob:

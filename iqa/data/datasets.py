@@ -660,6 +660,19 @@ _LAYOUTS: dict[str, _Layout] = {
                      "Train_Dis/<name> and Train_Ref/<ref>.bmp"),
     "generic": _Layout((), "paths relative to the CSV's dataset folder"),
 }
+
+
+def layout_help(fmt: str) -> str:
+    """One line on what a format's folder holds: its marker files / folders and where the images are."""
+    layout = _LAYOUTS[fmt]
+    if fmt == "generic":
+        return (f"{GENERIC_CSV} with columns {GENERIC_IMAGE_COLUMNS[0]}, {GENERIC_MOS_COLUMNS[0]} (higher = better) "
+                f"and optionally {GENERIC_REF_COLUMNS[0]} (pristine reference) and {GENERIC_GROUP_COLUMNS[0]} "
+                f"(kept on one side of the split); {layout.images_hint}")
+    markers = ", ".join(" or ".join(alts) for alts in layout.markers)
+    return f"{markers}; {layout.images_hint}"
+
+
 # Formats whose label file `csv` may replace (the others read fixed .mat / folder files).
 CSV_FORMATS = ("csiq", "tid2013", "kadid10k", "koniq10k", "generic")
 
