@@ -414,3 +414,15 @@ def test_console_tail_shows_the_latest_lines_and_one_line_per_progress_bar(tmp_p
 def test_empty_training_chart_says_so():
     fig = render.training_curves([])
     assert any("no epochs yet" in a.text for a in fig.layout.annotations)
+
+
+def test_try_it_commands_make_a_dataset_then_train_one_epoch(tmp_path):
+    from iqa.cli import build_parser
+    from ui.training_job import TRY_PHOTOS, try_commands, write_try_photos
+    pristine = write_try_photos(tmp_path / "pristine")
+    assert sorted(p.stem for p in pristine.glob("*.png")) == sorted(TRY_PHOTOS)
+    commands = try_commands(pristine, tmp_path / "data", tmp_path / "run")
+    assert [c[3] for c in commands] == ["synth", "splits", "train"]
+    for c in commands:  # every flag is one the command takes
+        build_parser().parse_args(c[3:])
+    assert commands[2][commands[2].index("--epochs") + 1] == "1"

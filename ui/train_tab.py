@@ -25,7 +25,8 @@ from ui.errors import user_error
 from ui.render import esc
 from ui.report import safe_stem
 from ui.state import AppState, cuda_available, device_choices, on_space
-from ui.training_job import SPLIT_RATIOS, TrainJob, TrainSpec, build_commands, console_tail, read_records
+from ui.training_job import (SPLIT_RATIOS, TRY_EPOCHS, TrainJob, TrainSpec, build_commands, console_tail, read_records,
+                              try_commands, write_try_photos)
 
 AUTO_FORMAT = "auto-detect"
 SOURCE_ZIP = "Upload a .zip"
@@ -225,6 +226,17 @@ def start_run(app: AppState, form: TrainForm, checkpoint: str | None) -> TrainJo
         raise user_error(esc(e)) from None
 
 
+def start_try(app: AppState) -> TrainJob:
+    """The "try it" button: a tiny synthetic dataset from bundled sample photos and a one-epoch CPU run."""
+    root = app.runs_dir / DATASETS_SUBDIR / "try-it"
+    pristine = write_try_photos(root / "pristine")
+    run_dir = app.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-try-it"
+    try:
+        return app.jobs.start(TrainJob(try_commands(pristine, root / "data", run_dir), run_dir, epochs=TRY_EPOCHS))
+    except RuntimeError as e:
+        raise user_error(esc(e)) from None
+
+
 def stop_run(app: AppState):
     """Stop button: end the run's processes; (status, curves, console)."""
     job = app.jobs.job
@@ -296,6 +308,8 @@ def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
             with gr.Row():
                 start = gr.Button("Start training", variant="primary", interactive=hw.can_train)
                 stop = gr.Button("Stop", variant="stop")
+            try_it = gr.Button("Try it: a one-minute demo run on sample photos (CPU)", interactive=hw.can_train,
+                               elem_id="iqa-try-it")
     status = gr.Markdown("No training run yet.", elem_id="iqa-train-status")
     curves = gr.Plot(label="Loss and validation SRCC / PLCC")
     console = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, interactive=False)
@@ -312,7 +326,13 @@ def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
         start_run(app, TrainForm(*form_values), key)
         return (*job_view(app), gr.Timer(active=True))
 
+    def on_try(progress=gr.Progress()):
+        progress(0, desc="writing the sample photos")
+        start_try(app)
+        return (*job_view(app), gr.Timer(active=True))
+
     source.change(on_source, source, [zip_file, server_dir], api_visibility="private", show_progress="hidden")
+    try_it.click(on_try, None, [status, curves, console, timer], api_visibility="private", concurrency_id="train")
     start.click(on_start, [*form_inputs, checkpoint], [status, curves, console, timer], api_visibility="private",
                 concurrency_id="train")
     stop.click(lambda: (*stop_run(app), gr.update()), None, [status, curves, console, timer],

@@ -75,6 +75,33 @@ def build_commands(spec: TrainSpec, python: str = sys.executable) -> list[list[s
     return [splits, train]
 
 
+TRY_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")  # scikit-image's sample photos (public domain / CC0)
+TRY_KINDS = ("gaussian_blur", "white_noise")
+TRY_LEVELS, TRY_SIZE, TRY_EPOCHS, TRY_PRESET = 3, "224x224", 1, "tiny"
+
+
+def write_try_photos(folder: Path) -> Path:
+    """The try-it run's pristine photos (scikit-image's samples) as PNGs in `folder`."""
+    from PIL import Image
+    from skimage import data
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TRY_PHOTOS:
+        path = folder / f"{name}.png"
+        if not path.is_file():
+            Image.fromarray(getattr(data, name)()).save(path)
+    return folder
+
+
+def try_commands(pristine: Path, data: Path, run_dir: Path, python: str = sys.executable) -> list[list[str]]:
+    """A one-minute demonstration run: a synthetic dataset from `pristine` (pseudo-MOS labels), its
+    split, and one epoch of the tiny preset on the CPU."""
+    synth = [python, "-m", "iqa", "synth", "--pristine", str(pristine), "--out", str(data), "--size", TRY_SIZE,
+             "--kinds", *TRY_KINDS, "--levels", str(TRY_LEVELS), "--workers", "1"]
+    spec = TrainSpec(data=data, format="generic", run_dir=run_dir, preset=TRY_PRESET, ratios="4:1:1",
+                     epochs=TRY_EPOCHS, device="cpu")
+    return [synth, *build_commands(spec, python)]
+
+
 def read_records(run_dir: Path) -> list[dict[str, Any]]:
     """Epoch records of log.jsonl; a half-written last line (training still writing) is skipped."""
     path = Path(run_dir) / LOG
