@@ -33,6 +33,7 @@ CSS = """
 .iqa-untrained {background: #fff3cd; color: #5c4400; border: 1px solid #e0c36a; border-radius: 6px;
                 padding: 0.4rem 0.7rem; margin: 0.3rem 0;}
 .iqa-notices {font-size: 0.85rem; margin: 0.2rem 0 0 1rem;}
+#iqa-model-card td:first-child, #iqa-model-card th {white-space: nowrap; word-break: keep-all;}
 """
 
 

@@ -66,8 +66,59 @@ def architecture(cfg: ModelConfig) -> list[tuple[str, str]]:
     ]
 
 
+WHAT_IT_IS = ("DiffV2IQA scores an image without a reference, 0–1, higher = better. A diffusion network "
+              "restores the image (y0) and keeps two noisy intermediate states (y1, y2). The VCG branch scores "
+              "every patch of the image guided by those states (score and weight maps); the VDA branch scores "
+              "the differences between the image and each state, per crop. The final score is S = S1 + λ·S2.")
+LIMITS = ("- Scores are learned from full-reference pseudo-MOS labels of synthetic distortions, not from human "
+          "opinions: compare images with each other rather than reading a score as an opinion.\n"
+          "- The score rests on the crops it analyses (Inspect shows which); crops = 0 covers the whole image.\n"
+          "- On a 2-core CPU one 512×384 image takes over a second; `python -m iqa benchmark` measures it on yours.")
+LEVEL_COLUMNS = (("rho", "mean ρ"), ("adjacent", "adjacent levels"), ("clean_above_level1", "clean > level 1"))
+
+
+def levels_table(levels: dict) -> list[str]:
+    """The levels test of a card (bundled from `python -m iqa levels`): this model beside the peers."""
+    kinds = list(levels.get("per_kind", {}))
+    head = "| method | " + " | ".join(n for _, n in LEVEL_COLUMNS) + " |"
+    rows = [head, "|---" * (len(LEVEL_COLUMNS) + 1) + "|"]
+    for name, m in [(levels.get("method", "this model"), levels), *levels.get("others", {}).items()]:
+        rows.append(f"| {_cell(name)} | " + " | ".join(_value(m.get(k)) for k, _ in LEVEL_COLUMNS) + " |")
+    lines = [f"Levels test: {levels.get('photos')} held-out photos, kinds {', '.join(kinds)}; Spearman ρ of "
+             "score against distortion level per photo and kind (1 = always ordered).", "\n".join(rows)]
+    if kinds:
+        lines.append("Per kind, this model: " + ", ".join(f"{k} {v:.3f}" for k, v in levels["per_kind"].items()))
+    if levels.get("command"):
+        lines.append(f"Command: `{esc(levels['command'])}`")
+    return lines
+
+
+def card_sections(info: ModelInfo) -> list[str]:
+    """What it is, how it was trained, held-out results, limits: the part of the card people read."""
+    card = info.card
+    out = ["### What it is", WHAT_IT_IS]
+    rank = card.get("rank_training") or {}
+    trained = []
+    if card.get("stage"):
+        trained.append(f"Last stage: `{esc(card['stage'])}`" + (f" from `{esc(card['init'])}`" if card.get("init") else ""))
+    if rank:
+        trained.append(f"{rank.get('steps')} steps, {rank.get('images_seen')} images seen, {rank.get('wall_hours')} h "
+                       f"wall, {rank.get('cpu_core_hours')} CPU core hours")
+    if card.get("command"):
+        trained.append(f"Command: `{esc(card['command'])}`")
+    out += ["### How it was trained", "  \n".join(trained) if trained else "Not trained: a preset with random quality heads."]
+    levels = (card.get("evaluation") or {}).get("levels")
+    if levels:
+        out += ["### Held-out results", *levels_table(levels)]
+        failed = [c["text"] for c in levels.get("checks", []) if not c.get("passed")]
+        if failed:
+            out.append("Not yet reached: " + "; ".join(esc(t) for t in failed) + ".")
+    out += ["### Limits", LIMITS]
+    return out
+
+
 def card_markdown(info: ModelInfo) -> str:
-    """The model card as Markdown (tables hold HTML-escaped values)."""
+    """The model card as Markdown (tables hold HTML-escaped values): sections, then every field."""
     card, cfg, c = info.card, info.config, info.choice
     params = card.get("parameters") or (preset_parameters(c.key) if c.is_preset else {})
     lines = [f"## {esc(c.label)}"]
@@ -76,6 +127,8 @@ def card_markdown(info: ModelInfo) -> str:
                      "`checkpoints/default`.")
     elif info.provisional_note:
         lines.append(f"> **{esc(info.provisional_note)}**")
+    lines += card_sections(info)
+    lines.append("### All card fields")
     rows = [("Preset", cfg.name), ("Checkpoint", str(c.path) if c.path else "none (preset with random heads)")]
     if params:
         rows.append(("Parameters", f"{_millions(params.get('total'))} (" + ", ".join(
