@@ -36,6 +36,9 @@ def test_assess_example_returns_scores_and_images(client):
     verdict, numbers, chart, pair, restoration, gallery, overlay, bar, *_ = client.predict(
         image=handle_file(example), **FAST, api_name="/assess")
     assert {"score", "s1", "s2", "band"} <= set(numbers) and numbers["source"] == Path(example).name
+    vcg = numbers["patch_maps"]["vcg"]  # the numeric maps come with the API's answer
+    assert vcg["spatial"] and len(vcg["score"]) == len(vcg["cell_boxes_xyxy"]) > 0
+    assert numbers["patch_maps"]["vda"]["spatial"] is False and len(numbers["crop_s2"]) == len(numbers["crops"])
     assert f"{numbers['score']:.3f}" in verdict
     with Image.open(overlay) as im:
         assert im.size == tuple(numbers["size"])

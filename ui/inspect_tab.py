@@ -168,7 +168,8 @@ def assess_image(app: AppState, image: str | None, settings: RunSettings,
                       _model_dict(info))
     band = render.quality_band(a.score)
     numbers = {**a.summary(), "band": band, "scale": render.SCORE_SCALE_TEXT, "model": state.model,
-               "settings": state.settings}
+               "settings": state.settings,
+               "patch_maps": {"vcg": report.maps_json(a.vcg), "vda": report.maps_json(a.vda)}}
     return InspectView(
         state=state,
         verdict=render.verdict_html(a.score, band, info.choice.label, info.untrained, a.notices, assessor.cfg.vda_weight),

@@ -42,11 +42,14 @@ def _grid(a: np.ndarray) -> list[list[float | None]]:
     return [[None if not math.isfinite(v) else round(float(v), 6) for v in row] for row in a]
 
 
-def _maps_json(maps: PatchMaps | None) -> dict[str, Any] | None:
+def maps_json(maps: PatchMaps | None) -> dict[str, Any] | None:
+    """A branch's maps, JSON-ready (uncovered cells null); a non-spatial branch says so and has no map."""
     if maps is None:
         return None
-    return {"cell_boxes_xyxy": maps.boxes.tolist(), "score": _grid(maps.score), "weight": _grid(maps.weight),
-            "product": _grid(maps.product)}
+    if not maps.spatial:
+        return {"spatial": False, "note": "per-crop scores only (crop_s2); no patch map"}
+    return {"spatial": True, "cell_boxes_xyxy": maps.boxes.tolist(), "score": _grid(maps.score),
+            "weight": _grid(maps.weight), "product": _grid(maps.product), "coverage": maps.coverage}
 
 
 def safe_stem(name: str) -> str:
@@ -57,7 +60,7 @@ def safe_stem(name: str) -> str:
 def assessment_record(a: Assessment, model: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """Every number of one assessment, JSON-ready."""
     return {**a.summary(), "band": render.quality_band(a.score), "scale": render.SCORE_SCALE_TEXT,
-            "model": model, "settings": settings, "patch_maps": {"vcg": _maps_json(a.vcg), "vda": _maps_json(a.vda)}}
+            "model": model, "settings": settings, "patch_maps": {"vcg": maps_json(a.vcg), "vda": maps_json(a.vda)}}
 
 
 def write_report(a: Assessment, model: dict[str, Any], settings: dict[str, Any], vda_weight: float) -> list[Path]:

@@ -308,7 +308,7 @@ def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
             with gr.Row():
                 start = gr.Button("Start training", variant="primary", interactive=hw.can_train)
                 stop = gr.Button("Stop", variant="stop")
-            try_it = gr.Button("Try it: a one-minute demo run on sample photos (CPU)", interactive=hw.can_train,
+            try_it = gr.Button("Try it: a short demo run on sample photos (CPU, a few minutes)", interactive=hw.can_train,
                                elem_id="iqa-try-it")
     status = gr.Markdown("No training run yet.", elem_id="iqa-train-status")
     curves = gr.Plot(label="Loss and validation SRCC / PLCC")
