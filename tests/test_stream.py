@@ -110,3 +110,10 @@ def test_region_damage_leaves_the_rest_of_the_crop_clean():
     assert s.local.shape == (3, 4, 4) and s.local[2].min() <= s.local[1].min()
     with pytest.raises(ValueError, match="region share"):
         StreamConfig(region_share=-0.1)
+
+
+def test_local_quality_is_flat_where_ssim_misses_the_damage():
+    from iqa.data.stream import local_quality
+    ref = photo(64, 64)
+    tinted = np.clip(ref.astype(int) + [0, 0, 2], 0, 255).astype(np.uint8)  # SSIM (grey) hardly changes
+    assert np.all(local_quality(tinted, ref, mos=0.5, grid=4) == 0.5)

@@ -33,6 +33,7 @@ CLEAN = -1  # kind index of the clean crop in a series
 MIN_CROP = 48  # the pseudo-MOS metrics (VIF) need at least 41 px
 REGION_SIDE = (0.25, 0.75)  # side of a damaged region, as a share of the crop side
 SSIM_SIGMA = 1.5  # Gaussian window of the local SSIM map (Wang et al. 2004)
+MAX_LOCAL_GAIN = 4.0  # beyond this stretch of the SSIM map onto the pseudo-MOS, the local target is flat
 
 
 @dataclass
@@ -149,7 +150,9 @@ def _scaled_window(photo: np.ndarray, crop: int, scale: tuple[float, float], rng
 def local_quality(image: np.ndarray, reference: np.ndarray, mos: float, grid: int) -> np.ndarray:
     """(grid, grid) local quality of `image` against `reference` ((c, c, 3) uint8) on the pseudo-MOS
     scale: the SSIM map (grey, Gaussian window) averaged per cell, mapped affinely so that an unchanged
-    cell scores 1 and the cells' mean equals `mos`; clipped to [0, 1]."""
+    cell scores 1 and the cells' mean equals `mos`; clipped to [0, 1]. Where SSIM barely sees a damage
+    the pseudo-MOS does see (colour kinds), the map would be stretched into noise: the target is then
+    `mos` everywhere."""
     from skimage.metrics import structural_similarity
     grey = [cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float64) for a in (image, reference)]
     _, smap = structural_similarity(grey[0], grey[1], data_range=255, gaussian_weights=True,
@@ -157,7 +160,7 @@ def local_quality(image: np.ndarray, reference: np.ndarray, mos: float, grid: in
     cells = cv2.resize(smap, (grid, grid), interpolation=cv2.INTER_AREA)  # mean per cell
     loss = 1 - cells
     mean_loss = float(loss.mean())
-    if mean_loss < 1e-3:
+    if mean_loss < 1e-3 or (1 - mos) / mean_loss > MAX_LOCAL_GAIN:  # SSIM misses this damage (e.g. colour)
         return np.full((grid, grid), mos, dtype=np.float32)
     return np.clip(1 - loss * (1 - mos) / mean_loss, 0, 1).astype(np.float32)
 
