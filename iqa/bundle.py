@@ -93,8 +93,8 @@ def provisional_note(card: dict[str, Any]) -> str:
     lv = ev.get("levels")
     if isinstance(lv, dict) and isinstance(lv.get("rho"), (int, float)):
         return (f"provisional model: on unseen photos its score falls with the distortion level at mean "
-                f"ρ {lv['rho']:.2f} ({lv.get('photos')} photos, {len(lv.get('kinds') or [])} kinds), below the "
-                "project's acceptance checks (docs/RESULTS.md). Treat scores as a rough ranking.")
+                f"ρ {lv['rho']:.3f} ({lv.get('photos')} photos, {len(lv.get('kinds') or [])} kinds), short of the "
+                "project's acceptance checks (docs/LEVELS.md). Treat scores as a rough ranking.")
     srcc = (ev.get("test") or {}).get("srcc")
     shown = f"{srcc:.2f}" if isinstance(srcc, (int, float)) else "unknown"
     return (f"provisional model: held-out SRCC {shown} against synthetic pseudo-MOS, below the project's "

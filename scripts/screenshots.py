@@ -29,6 +29,8 @@ CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1400, "height": 1600}
 TIMEOUT_MS = 180_000
 SAVED_WIDTH = 1000  # px of the committed PNGs
+SETTLE_MS = 1500
+PALETTE_COLOURS = 256  # palette PNGs: a third of the size of RGB ones
 
 
 def free_port() -> int:
@@ -41,7 +43,7 @@ def save(page, path: Path) -> None:
     page.screenshot(path=str(path), full_page=True)
     with Image.open(path) as im:
         small = im.convert("RGB").resize((SAVED_WIDTH, round(im.height * SAVED_WIDTH / im.width)), Image.LANCZOS)
-    small.save(path, optimize=True)
+    small.quantize(colors=PALETTE_COLOURS, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
     print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
 
 
@@ -50,7 +52,8 @@ def assess(page, image: Path, shot: Path) -> None:
     page.locator("#iqa-input img").first.wait_for()
     page.locator("#iqa-assess").click()
     page.locator("#iqa-score-value").wait_for(timeout=TIMEOUT_MS)
-    page.locator("#iqa-report a[download$='_report.png']").wait_for(timeout=TIMEOUT_MS)
+    page.locator(f"#iqa-report a[download='{image.stem}_report.png']").wait_for(timeout=TIMEOUT_MS)
+    page.wait_for_timeout(SETTLE_MS)  # the last views finish drawing
     save(page, shot)
 
 
