@@ -99,9 +99,8 @@ class Assessor:
     """A loaded model plus the inference pipeline around it.
 
     `channels_last` stores the convolution weights in NHWC, which the CPU's oneDNN kernels run faster
-    (backbones about 1.5x, a whole assessment about 1.2x on a 2-core EPYC; `python -m iqa benchmark`);
-    it changes no score beyond float rounding. Leave it off for a model that is still being trained
-    and saved (safetensors needs contiguous tensors)."""
+    (above all the backbones); it changes no score beyond float rounding. Leave it off for a model
+    that is still being trained and saved (safetensors needs contiguous tensors)."""
 
     def __init__(self, model: DiffV2IQA, card: dict | None = None, device: str = "auto",
                  channels_last: bool = False):
