@@ -89,6 +89,9 @@ def test_vda_is_shown_per_crop_not_as_a_map(view):
     assert tuple(shown[y0, x0]) == render.CROP_RGB  # crops outlined, no colour map
     text, _ = inspect_tab.patch_text(view.state, x0 + 1, y0 + 1)
     assert "VDA |" not in text and f"{a.crop_s2[0]:.3f}" in text
+    cov = a.vcg.coverage
+    assert (f"cover {cov:.0%} of the image" in render.coverage_text(a)) if cov < 0.999 else \
+        "whole image" in render.coverage_text(a)
 
 
 def test_maps_use_one_fixed_range_and_hatch_uncovered_cells():
@@ -99,7 +102,6 @@ def test_maps_use_one_fixed_range_and_hatch_uncovered_cells():
     assert tuple(out[0, 0]) == tuple(out[5, 5])  # covered: one colour for one value
     hatched = out[:, 10:][(out[:, 10:] != 200).any(-1)]
     assert len(hatched) and np.all(hatched == render.HATCH_GREY)
-    assert render.coverage_text  # the note that goes with the hatching
 
 
 def test_report_json_and_png(view):

@@ -27,9 +27,6 @@ BAND_COLOURS = {"excellent": "#1a9850", "good": "#91cf60", "fair": "#fee08b", "p
 BRANCHES = {"VCG": "vcg", "VDA": "vda"}  # display name -> Assessment attribute
 BRANCH_SCORE = {"VCG": "S1", "VDA": "S2"}
 MAP_KINDS = ("score", "weight", "score × weight")
-MAP_HELP = {"score": "the patch's own quality score",
-            "weight": "how much the patch counts in the branch score (0-1)",
-            "score × weight": "the weighted score; the branch score is Σ score·weight / Σ weight over a crop"}
 COLOURMAPS = {"score": "viridis", "weight": "magma", "score × weight": "cividis"}
 MAP_RANGE = (0.0, 1.0)  # one fixed colour range for every image and map kind, so maps can be compared
 HATCH_PERIOD, HATCH_WIDTH, HATCH_GREY = 10, 2, 128  # px: diagonal stripes on cells no crop analysed
