@@ -100,26 +100,30 @@ class SwinStage(nn.Module):
 SCORE_ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}
 
 
+def score_mlp(dim: int, dropout: float, activation: str, norm: bool = False) -> nn.Sequential:
+    """(B, N, dim) tokens -> (B, N, 1) per-token scores: [LayerNorm,] Linear, ReLU, Dropout, Linear, activation.
+    The score layer is always at index -2."""
+    layers = [nn.LayerNorm(dim)] if norm else []
+    return nn.Sequential(*layers, nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, 1),
+                         SCORE_ACTIVATIONS[activation]())
+
+
 class DualHead(nn.Module):
     """Per-token score and weight heads; pooled score = sum(f * w) / sum(w).
 
     tokens: (B, N, C) -> score (B,), f (B, N) >= 0 (in (0, 1) with `score_activation="sigmoid"`),
-    w (B, N) in (0, 1).
+    w (B, N) in (0, 1). `score_norm` puts a LayerNorm before the score MLP.
     """
 
     EPS = 1e-8
     INIT_SCORE = 0.5  # labels are normalised to [0, 1]
 
-    def __init__(self, dim: int, dropout: float = 0.1, score_activation: str = "relu"):
+    def __init__(self, dim: int, dropout: float = 0.1, score_activation: str = "relu", score_norm: bool = False):
         super().__init__()
         if score_activation not in SCORE_ACTIVATIONS:
             raise ValueError(f"score activation {score_activation!r}: choose one of {', '.join(SCORE_ACTIVATIONS)}")
-
-        def mlp(final: nn.Module) -> nn.Sequential:
-            return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, 1), final)
-
-        self.score = mlp(SCORE_ACTIVATIONS[score_activation]())
-        self.weight = mlp(nn.Sigmoid())
+        self.score = score_mlp(dim, dropout, score_activation, score_norm)
+        self.weight = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, 1), nn.Sigmoid())
         # Start the score inside the label range so the final ReLU is not dead for every token.
         nn.init.constant_(self.score[-2].bias, self.INIT_SCORE)
 

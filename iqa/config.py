@@ -92,6 +92,9 @@ class VCGConfig:
     # Last activation of the per-patch score head: "relu" (the paper's, MANIQA's) or "sigmoid", which keeps
     # patch scores on the 0-1 label scale and cannot die (a ReLU head can end at 0 for every patch).
     score_activation: str = "relu"
+    # LayerNorm on the tokens before the per-patch score MLP: the tokens reach magnitudes of ~1e3, so an
+    # unnormalised sigmoid head saturates at exactly 0 or 1 within a few steps (tied patch scores).
+    score_norm: bool = False
 
 
 @dataclass

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iqa.assess import resolve_device
+from iqa.attention import score_mlp
 from iqa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from iqa.data.stream import Batch, SeriesStream, StreamConfig, ordered_pairs
 from iqa.model import DiffV2IQA
@@ -189,17 +190,26 @@ def step_loss(model: DiffV2IQA, batch: Batch, cfg: RankConfig, device: torch.dev
     return total, StepStats(total.item(), rank.item(), mse.item(), acc, len(scores), local.item())
 
 
-def revive_score_head(model: DiffV2IQA, start: float = REVIVE_START, std: float = REVIVE_STD) -> None:
-    """Restart the VCG branch's per-patch score layer with a sigmoid, every patch at `start`: a ReLU
-    score head whose output is 0 everywhere gets no gradient (so no local loss can teach it), and a
-    low start keeps S1 + S2 near the labels while the patch scores learn."""
+def revived_score_mlp(dim: int, dropout: float, start: float = REVIVE_START, std: float = REVIVE_STD) -> nn.Sequential:
+    """A fresh per-patch score MLP, normalised and with a sigmoid, every patch at `start`. The LayerNorm
+    keeps the sigmoid out of saturation: the tokens reach ~1e3, so without it the patch scores end at
+    exactly 0 or 1 within a few steps and tie."""
+    mlp = score_mlp(dim, dropout, "sigmoid", norm=True)
+    nn.init.normal_(mlp[-2].weight, std=std)
+    nn.init.constant_(mlp[-2].bias, math.log(start / (1 - start)))
+    return mlp
+
+
+def revive_score_head(model: DiffV2IQA) -> None:
+    """Restart the VCG branch's per-patch score MLP (`revived_score_mlp`): a ReLU score head whose output
+    is 0 everywhere gets no gradient, so no local loss can teach it; a low start keeps S1 + S2 near the
+    labels while the patch scores learn."""
     if model.vcg is None:
         raise RankError("--revive-vcg: this model has no VCG branch")
-    model.cfg.vcg.score_activation = "sigmoid"
-    model.vcg.head.score[-1] = nn.Sigmoid()
-    last = model.vcg.head.score[-2]
-    nn.init.normal_(last.weight, std=std)
-    nn.init.constant_(last.bias, math.log(start / (1 - start)))
+    cfg = model.cfg.vcg
+    cfg.score_activation, cfg.score_norm = "sigmoid", True
+    head = model.vcg.head
+    head.score = revived_score_mlp(head.score[-2].in_features, cfg.dropout)
 
 
 def load_model(cfg: RankConfig) -> tuple[DiffV2IQA, dict]:

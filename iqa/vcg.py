@@ -49,7 +49,7 @@ class VCG(nn.Module):
         self.tab2 = nn.Sequential(*[TAB(g * g, cfg.dropout) for _ in range(cfg.tab_blocks)])
         self.reduce2 = nn.Conv2d(d1, d2, 1)
         self.swin2 = SwinStage(d2, **swin)
-        self.head = DualHead(d2, cfg.dropout, cfg.score_activation)
+        self.head = DualHead(d2, cfg.dropout, cfg.score_activation, cfg.score_norm)
 
     def select(self, maps: list[list[torch.Tensor]]) -> torch.Tensor:
         """maps[state][i] backbone intermediates -> (B, C_sel, g, g), the cacheable backbone part."""

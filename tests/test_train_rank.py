@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from iqa.checkpoint import load_checkpoint, save_checkpoint
 from iqa.cli import main as cli_main
@@ -135,3 +136,33 @@ def test_a_revived_model_saves_and_loads_with_its_sigmoid_head(tmp_path):
     save_checkpoint(model, tmp_path / "m", {"trained": True})
     loaded, _ = load_checkpoint(tmp_path / "m")
     assert loaded.cfg.vcg.score_activation == "sigmoid" and isinstance(loaded.vcg.head.score[-1], torch.nn.Sigmoid)
+    assert loaded.cfg.vcg.score_norm and isinstance(loaded.vcg.head.score[0], torch.nn.LayerNorm)
+    tokens = torch.randn(1, 5, loaded.vcg.head.score[0].normalized_shape[0])
+    loaded.eval(), model.eval()
+    assert torch.equal(loaded.vcg.head(tokens)[1], model.vcg.head(tokens)[1])
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_a_revived_head_stays_out_of_saturation_on_large_tokens(norm):
+    """The backbone's tokens reach ~1e3; Adam steps on an unnormalised sigmoid head push the patches to
+    exactly 0 or 1 (ties: AUC 0.5). The revived head keeps distinct patch scores inside (0, 1); the same
+    MLP without its LayerNorm does not (the check can fail)."""
+    from iqa.train_rank import revived_score_mlp
+    torch.manual_seed(0)
+    dim = 384  # the lite VCG's token width
+    mlp = revived_score_mlp(dim, dropout=0.1)
+    if not norm:
+        mlp = mlp[1:]
+    tokens, target = torch.randn(4, 64, dim) * 1000, torch.rand(4, 64) * 0.6 + 0.2
+    opt = torch.optim.AdamW(mlp.parameters(), lr=1e-3)
+    for _ in range(30):
+        loss = F.mse_loss(mlp(tokens).squeeze(-1), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    f = mlp.eval()(tokens).squeeze(-1)
+    saturated = ((f < 1e-3) | (f > 1 - 1e-3)).float().mean().item()
+    if norm:
+        assert saturated == 0 and f.unique().numel() == f.numel()
+    else:
+        assert saturated > 0.5
