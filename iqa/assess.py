@@ -172,7 +172,7 @@ class Assessor:
             t = time.perf_counter()
             s1, f1, w1 = self.model.vcg(feats.vcg)
             timings["vcg"] = time.perf_counter() - t
-            score = score + s1
+            score = score + self.cfg.vcg_weight * s1
         if self.model.vda is not None:
             t = time.perf_counter()
             s2, f2, w2 = self.model.vda(feats.vda)

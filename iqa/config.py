@@ -124,9 +124,17 @@ class ModelConfig:
     use_vcg: bool = True
     use_vda: bool = True
     vda_weight: float = 1.0  # lambda in S = S1 + lambda * S2 (paper eq. 11: plain sum)
+    # Weight of S1 in the fusion. 1 is the paper's plain sum; a revived VCG head (train-rank --revive-vcg)
+    # uses 0.5 / 0.5, the mean, so that S1, S2 and the per-patch scores all sit on the 0-1 label scale.
+    vcg_weight: float = 1.0
     crop: int = 224
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # backbone input normalisation
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def fusion_text(self) -> str:
+        """The fusion formula with its weights, e.g. "S = S1 + 1·S2" or "S = 0.5·S1 + 0.5·S2"."""
+        w1 = "" if self.vcg_weight == 1 else f"{self.vcg_weight:g}·"
+        return f"S = {w1}S1 + {self.vda_weight:g}·S2"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

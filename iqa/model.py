@@ -102,7 +102,7 @@ class DiffV2IQA(nn.Module):
         score = 0
         if self.vcg is not None:
             out.s1, out.f1, out.w1 = self.vcg(feats.vcg)
-            score = score + out.s1
+            score = score + self.cfg.vcg_weight * out.s1
         if self.vda is not None:
             out.s2, out.f2, out.w2 = self.vda(feats.vda)
             score = score + self.cfg.vda_weight * out.s2

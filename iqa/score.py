@@ -1,6 +1,6 @@
 """`python -m iqa score PATH...`: quality scores of image files, folders and glob patterns.
 
-Per image: file, score (= S1 + vda_weight * S2, higher = better), the branch scores S1 and S2, and
+Per image: file, score (= vcg_weight * S1 + vda_weight * S2, higher = better), the branch scores S1 and S2, and
 the seconds it took. Output is an aligned table (default), a JSON list (`--json`) or a CSV file
 (`--csv OUT`). A file that cannot be read gets an `error` and the rest continue; the exit status
 is 1 when any image failed, 2 for usage errors (no images found, no model).

@@ -36,7 +36,8 @@ from iqa.model import DiffV2IQA
 from iqa.training import JsonlLog, atomic_save, load_state, seed_everything
 
 STATE = "state.pt"
-REVIVE_START, REVIVE_STD = 0.1, 1e-3  # a restarted VCG score layer: patch scores start near 0.1
+REVIVE_START, REVIVE_STD = 0.6, 1e-3  # a restarted VCG score layer: patch scores start near a mid label
+REVIVE_FUSION = (0.5, 0.5)  # (vcg_weight, vda_weight) of a revived model: S is the mean of S1 and S2
 LOG = "log.jsonl"
 LOG_EVERY = 10  # steps between log lines
 LOSSES = ("both", "rank", "mse")
@@ -202,12 +203,14 @@ def revived_score_mlp(dim: int, dropout: float, start: float = REVIVE_START, std
 
 def revive_score_head(model: DiffV2IQA) -> None:
     """Restart the VCG branch's per-patch score MLP (`revived_score_mlp`): a ReLU score head whose output
-    is 0 everywhere gets no gradient, so no local loss can teach it; a low start keeps S1 + S2 near the
-    labels while the patch scores learn."""
+    is 0 everywhere gets no gradient, so no local loss can teach it. The fusion becomes the mean of S1 and
+    S2 (`REVIVE_FUSION`): the local targets put the patch scores, hence S1, on the label scale, where S2
+    already is; a mid-label start keeps S near the labels, and its order that of S2, while they learn."""
     if model.vcg is None:
         raise RankError("--revive-vcg: this model has no VCG branch")
     cfg = model.cfg.vcg
     cfg.score_activation, cfg.score_norm = "sigmoid", True
+    model.cfg.vcg_weight, model.cfg.vda_weight = REVIVE_FUSION
     head = model.vcg.head
     head.score = revived_score_mlp(head.score[-2].in_features, cfg.dropout)
 

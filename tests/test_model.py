@@ -24,10 +24,11 @@ def test_gradients_reach_both_branches_and_noise_embeddings():
 
 def test_score_is_sum_of_branches_with_weight():
     model = tiny_model()
-    model.cfg.vda_weight = 0.5
+    model.cfg.vcg_weight, model.cfg.vda_weight = 0.25, 0.5
     with torch.no_grad():
         q = model(torch.rand(1, 4, 3, 224, 224) * 2 - 1)
-    assert torch.allclose(q.score, q.s1 + 0.5 * q.s2)
+    assert torch.allclose(q.score, 0.25 * q.s1 + 0.5 * q.s2)
+    assert model.cfg.fusion_text() == "S = 0.25·S1 + 0.5·S2"
 
 
 def test_single_branch_and_no_diffusion_variants():

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from iqa.checkpoint import load_checkpoint, save_checkpoint
 from iqa.cli import main as cli_main
 from iqa.data.stream import CLEAN, Batch
-from iqa.train_rank import RankConfig, prepare, rank_loss, stages
+from iqa.train_rank import REVIVE_START, RankConfig, prepare, rank_loss, stages
 
 from helpers import tiny_model
 from test_stream import _photos
@@ -119,13 +119,14 @@ def test_local_loss_trains_the_patch_scores_and_revive_restarts_them():
     states = torch.randint(0, 256, (3, 4, 3, model.cfg.crop, model.cfg.crop), dtype=torch.uint8)
     with torch.no_grad():
         f = model(states.float() / 127.5 - 1).f1
-    assert f.min() > 0.05 and f.max() < 0.15  # every patch alive, near the sigmoid's start
+    assert f.min() > REVIVE_START - 0.05 and f.max() < REVIVE_START + 0.05  # every patch alive, near the start
     assert model.cfg.vcg.score_activation == "sigmoid"
+    assert (model.cfg.vcg_weight, model.cfg.vda_weight) == (0.5, 0.5)
     b = Batch(states=states, series=torch.zeros(3, dtype=torch.long), kind=torch.tensor([CLEAN, 0, 0]),
               level=torch.tensor([0, 1, 2]), mos=torch.tensor([1.0, 0.6, 0.3]), local=torch.ones(3, g, g))
     off, stats_off = step_loss(model, b, RankConfig(local_weight=0.0), torch.device("cpu"))
     on, stats_on = step_loss(model, b, RankConfig(local_weight=2.0), torch.device("cpu"))
-    assert stats_off.local == 0 and stats_on.local > 0.5
+    assert stats_off.local == 0 and stats_on.local == pytest.approx((1 - REVIVE_START) ** 2, abs=0.03)
     assert on.item() == pytest.approx(off.item() + 2.0 * stats_on.local, rel=1e-4)
 
 

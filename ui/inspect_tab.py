@@ -49,7 +49,7 @@ class Inspected:
     assessment: Assessment
     model_label: str
     untrained: bool
-    vda_weight: float
+    weights: tuple[float, float]  # (vcg_weight, vda_weight) of the fusion
     settings: dict[str, Any]
     model: dict[str, Any]
     selected: tuple[float, float] | None = None  # (x, y) pixel last clicked on the map
@@ -164,7 +164,8 @@ def assess_image(app: AppState, image: str | None, settings: RunSettings,
                             progress=report_progress, name=Path(image).name)
     except (ImageError, CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
         raise friendly(e) from None
-    state = Inspected(a, info.choice.label, info.untrained, assessor.cfg.vda_weight, settings.to_dict(),
+    weights = (assessor.cfg.vcg_weight, assessor.cfg.vda_weight)
+    state = Inspected(a, info.choice.label, info.untrained, weights, settings.to_dict(),
                       _model_dict(info))
     band = render.quality_band(a.score)
     numbers = {**a.summary(), "band": band, "scale": render.SCORE_SCALE_TEXT, "model": state.model,
@@ -172,9 +173,9 @@ def assess_image(app: AppState, image: str | None, settings: RunSettings,
                "patch_maps": {"vcg": report.maps_json(a.vcg), "vda": report.maps_json(a.vda)}}
     return InspectView(
         state=state,
-        verdict=render.verdict_html(a.score, band, info.choice.label, info.untrained, a.notices, assessor.cfg.vda_weight),
+        verdict=render.verdict_html(a.score, band, info.choice.label, info.untrained, a.notices, assessor.cfg.fusion_text()),
         numbers=numbers,
-        chart=render.branch_chart(a.score, a.s1, a.s2, state.vda_weight),
+        chart=render.branch_chart(a.score, a.s1, a.s2, state.weights),
         pair=(a.image, a.restored),
         gallery=render.states_gallery(a),
         maps=draw_map(state, default_branch(a), render.MAP_KINDS[0], render.DEFAULT_OPACITY),
@@ -198,7 +199,7 @@ def restoration_text(a: Assessment) -> str:
 def make_report(state: Inspected | None) -> list[str] | None:
     if state is None:
         return None
-    files = report.write_report(state.assessment, state.model, state.settings, state.vda_weight)
+    files = report.write_report(state.assessment, state.model, state.settings, state.weights)
     return [str(p) for p in files]
 
 

@@ -62,14 +62,14 @@ def architecture(cfg: ModelConfig) -> list[tuple[str, str]]:
         ("Diffusion", f"{d.sampler}, {d.sample_steps} steps, kept states at t={list(d.keep_steps)}, on {d.on}"
          if cfg.use_diffusion else "off"),
         ("Crop / token grid", f"{cfg.crop} px / {cfg.vcg.grid}×{cfg.vcg.grid}"),
-        ("Fusion", f"S = S1 + {cfg.vda_weight:g}·S2"),
+        ("Fusion", cfg.fusion_text()),
     ]
 
 
 WHAT_IT_IS = ("DiffV2IQA scores an image without a reference, 0–1, higher = better. A diffusion network "
               "restores the image (y0) and keeps two noisy intermediate states (y1, y2). The VCG branch scores "
               "every patch of the image guided by those states (score and weight maps); the VDA branch scores "
-              "the differences between the image and each state, per crop. The final score is S = S1 + λ·S2.")
+              "the differences between the image and each state, per crop. The final score is their weighted sum (Fusion, below).")
 LIMITS = ("- Scores are learned from full-reference pseudo-MOS labels of synthetic distortions, not from human "
           "opinions: compare images with each other rather than reading a score as an opinion.\n"
           "- The score rests on the crops it analyses (Inspect shows which); crops = 0 covers the whole image.\n"

@@ -64,8 +64,8 @@ def bands_text() -> str:
 
 
 def verdict_html(score: float, band: str, model_label: str, untrained: bool, notices: Sequence[str] = (),
-                 vda_weight: float = 1.0) -> str:
-    """The big score line of the Inspect tab, with the band thresholds and the fusion weight λ."""
+                 fusion: str = "S = S1 + 1·S2") -> str:
+    """The big score line of the Inspect tab, with the band thresholds and the fusion formula."""
     warn = ('<div class="iqa-untrained">Untrained model: scores are not meaningful '
             '(quality heads have random weights).</div>') if untrained else ""
     notes = "".join(f"<li>{esc(n)}</li>" for n in notices)
@@ -74,7 +74,7 @@ def verdict_html(score: float, band: str, model_label: str, untrained: bool, not
             f'<span class="iqa-score" id="iqa-score-value">{score:.3f}</span>'
             f'<span class="iqa-band" style="background:{BAND_COLOURS[band]}">{band}</span>'
             f'<div class="iqa-scale">quality score, {SCORE_SCALE_TEXT} · model: {esc(model_label)}</div>'
-            f'<div class="iqa-scale">bands: {bands_text()} · S = S1 + λ·S2 with λ = {vda_weight:g}</div>'
+            f'<div class="iqa-scale">bands: {bands_text()} · {esc(fusion)}</div>'
             f"{notes}</div>")
 
 
@@ -146,15 +146,20 @@ def _mappable(cmap: str, vrange: tuple[float, float]):
     return ScalarMappable(norm=Normalize(*vrange), cmap=cmap)
 
 
-def branch_chart(score: float, s1: float | None, s2: float | None, vda_weight: float) -> go.Figure:
-    """Bars: S1 (VCG), λ·S2 (VDA) and their sum S."""
-    bars = [("S1 · VCG", s1, BAR_COLOURS[0]),
-            ("λ·S2 · VDA" if vda_weight != 1 else "S2 · VDA", None if s2 is None else vda_weight * s2, BAR_COLOURS[1]),
+def weighted(name: str, weight: float) -> str:
+    """A bar label: "S2" or "0.5·S2"."""
+    return name if weight == 1 else f"{weight:g}·{name}"
+
+
+def branch_chart(score: float, s1: float | None, s2: float | None, weights: tuple[float, float]) -> go.Figure:
+    """Bars: the weighted S1 (VCG) and S2 (VDA), and their sum S. weights: (vcg_weight, vda_weight)."""
+    bars = [(weighted("S1", weights[0]) + " · VCG", None if s1 is None else weights[0] * s1, BAR_COLOURS[0]),
+            (weighted("S2", weights[1]) + " · VDA", None if s2 is None else weights[1] * s2, BAR_COLOURS[1]),
             ("S = final", score, BAR_COLOURS[2])]
     bars = [b for b in bars if b[1] is not None]
     fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[b[1] for b in bars], marker_color=[b[2] for b in bars],
                            text=[f"{b[1]:.3f}" for b in bars], textposition="auto"))
-    fig.update_layout(title="Branch scores (S = S1 + λ·S2)", height=CHART_HEIGHT, yaxis_title="score",
+    fig.update_layout(title="Branch scores (S = their sum)", height=CHART_HEIGHT, yaxis_title="score",
                       margin=dict(l=40, r=10, t=40, b=30))
     return fig
 
@@ -218,7 +223,7 @@ def training_curves(records: Sequence[dict]) -> go.Figure:
     return fig
 
 
-def report_panel(a: Assessment, title: str, vda_weight: float, opacity: float = DEFAULT_OPACITY) -> Figure:
+def report_panel(a: Assessment, title: str, weights: tuple[float, float], opacity: float = DEFAULT_OPACITY) -> Figure:
     """One figure with every view: input, restored, noisy states, bars, and all per-patch maps."""
     branches = [b for b in BRANCHES if branch_maps(a, b) is not None]
     views = [(a.image, "input"), (a.restored, "restored y0")]
@@ -234,7 +239,8 @@ def report_panel(a: Assessment, title: str, vda_weight: float, opacity: float = 
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     ax = fig.add_subplot(rows, cols, cols)
-    bars = [("S1", a.s1, BAR_COLOURS[0]), ("λS2", None if a.s2 is None else vda_weight * a.s2, BAR_COLOURS[1]),
+    bars = [(weighted("S1", weights[0]), None if a.s1 is None else weights[0] * a.s1, BAR_COLOURS[0]),
+            (weighted("S2", weights[1]), None if a.s2 is None else weights[1] * a.s2, BAR_COLOURS[1]),
             ("S", a.score, BAR_COLOURS[2])]
     bars = [b for b in bars if b[1] is not None]
     ax.bar([b[0] for b in bars], [b[1] for b in bars], color=[b[2] for b in bars])

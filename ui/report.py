@@ -63,13 +63,13 @@ def assessment_record(a: Assessment, model: dict[str, Any], settings: dict[str, 
             "model": model, "settings": settings, "patch_maps": {"vcg": maps_json(a.vcg), "vda": maps_json(a.vda)}}
 
 
-def write_report(a: Assessment, model: dict[str, Any], settings: dict[str, Any], vda_weight: float) -> list[Path]:
+def write_report(a: Assessment, model: dict[str, Any], settings: dict[str, Any], weights: tuple[float, float]) -> list[Path]:
     """[report.json, report.png] for one assessment."""
     out = fresh_dir("report-")
     stem = safe_stem(a.source)
     js = out / f"{stem}_report.json"
     js.write_text(json.dumps(assessment_record(a, model, settings), indent=2))
-    fig = render.report_panel(a, a.source or stem, vda_weight)
+    fig = render.report_panel(a, a.source or stem, weights)
     png = out / f"{stem}_report.png"
     fig.savefig(png, dpi=render.PANEL_DPI)
     return [js, png]
