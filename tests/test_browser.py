@@ -67,6 +67,34 @@ def upload(page, path: str) -> None:
     page.locator("#iqa-input input[type=file]").set_input_files(path)
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+VIEWS = ("#iqa-pair", "#iqa-gallery", "#iqa-overlay")
+
+
+def assert_views_are_png(page) -> None:
+    """Every image the result views show is served as lossless PNG (no recompression by the viewer)."""
+    srcs = []
+    for view in VIEWS:
+        page.locator(f"{view} img").first.wait_for(timeout=ASSESS_TIMEOUT_MS)
+        srcs += [s for s in page.locator(f"{view} img").evaluate_all("els => els.map(e => e.src)") if s]
+    assert len(srcs) >= len(VIEWS)
+    for src in set(srcs):
+        body = page.request.get(src).body()
+        assert body[:8] == PNG_MAGIC, f"{src}: not a PNG"
+
+
+def assert_texts_fit(page, selector: str, at_least: int = 1) -> None:
+    """No text of `selector` is cut off: each text element is as wide as its content (and there are
+    `at_least` of them, so that the check looked at something)."""
+    page.locator(selector).first.wait_for()
+    texts = page.locator(selector).evaluate_all("""roots => roots.flatMap(r => [...r.querySelectorAll('*')])
+        .filter(e => e.children.length === 0 && e.textContent.trim() && e.clientWidth > 0)
+        .map(e => [e.textContent.trim(), e.scrollWidth > e.clientWidth + 1])""")
+    assert len(texts) >= at_least, f"{selector}: {texts}"
+    cut = [t for t, over in texts if over]
+    assert not cut, f"text cut off in {selector}: {cut}"
+
+
 def test_upload_assess_and_screenshot(page, tmp_path):
     fast_settings(page)
     upload(page, example_images()[0])
@@ -84,6 +112,9 @@ def test_upload_assess_and_screenshot(page, tmp_path):
     assert "score × weight" in page.locator("#iqa-patch").inner_text()
     page.locator("#iqa-chart .js-plotly-plot").first.wait_for(timeout=ASSESS_TIMEOUT_MS)
     page.locator("#iqa-report a[download$='_report.png']").wait_for(timeout=ASSESS_TIMEOUT_MS)
+    assert "The restoration changed" in page.locator("#iqa-restoration").inner_text()
+    assert_views_are_png(page)
+    assert_texts_fit(page, "#iqa-gallery", at_least=4)  # its label and the captions of y0, y1, y2, |x − y0|
     shot = tmp_path / "inspect.png"
     page.screenshot(path=str(shot), full_page=True)
     with Image.open(shot) as im:

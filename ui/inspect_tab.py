@@ -255,10 +255,11 @@ def build(app: AppState, controls: SettingsControls, gpu: Callable) -> InspectTa
     with gr.Row():
         with gr.Column():
             pair = gr.ImageSlider(label="Input ↔ restored (drag the handle)", type="numpy", interactive=False,
-                                  format=VIEW_FORMAT, max_height=IMAGE_HEIGHT)
+                                  format=VIEW_FORMAT, max_height=IMAGE_HEIGHT, elem_id="iqa-pair")
             restoration = gr.Markdown("", label="restoration", show_label=False, elem_id="iqa-restoration")
         gallery = gr.Gallery(label="Diffusion states (t = step, σ = noise level) and |input − y0|", columns=2,
-                             format=VIEW_FORMAT, height=IMAGE_HEIGHT, object_fit="contain", interactive=False)
+                             format=VIEW_FORMAT, height=IMAGE_HEIGHT, object_fit="contain", interactive=False,
+                             elem_id="iqa-gallery")
     gr.Markdown(MAPS_INTRO)
     with gr.Row():
         with gr.Column(scale=1, min_width=220):
