@@ -29,7 +29,7 @@ Progress = Callable[[float, str], None]
 
 
 TABLE_FORMAT = {"score": "{:.4f}", "S1": "{:.4f}", "S2": "{:.4f}", "seconds": "{:.2f}"}  # fixed decimals
-COLUMN_WIDTHS = ["18%", "9%", "9%", "9%", "10%", "10%", "35%"]  # wide enough for one-word headers; errors wrap
+COLUMN_WIDTHS = ["20%", "9%", "9%", "9%", "9%", "10%", "34%"]  # numbers and headers on one line; names, errors wrap
 
 
 @dataclass
@@ -126,12 +126,13 @@ def build(app: AppState, controls: SettingsControls, gpu: Callable) -> BatchTab:
     files = gr.File(label="Images", file_count="multiple", type="filepath", elem_id="iqa-batch-files")
     button = gr.Button("Assess all", variant="primary")
     summary = gr.Markdown(label="summary", show_label=False)
+    table = gr.Dataframe(headers=list(report.BATCH_COLUMNS), datatype=["str", "number", "number", "number",
+                         "number", "str", "str"], interactive=False, label="Results", wrap=True,
+                         column_widths=COLUMN_WIDTHS, elem_id="iqa-batch-table")
     with gr.Row():
-        table = gr.Dataframe(headers=list(report.BATCH_COLUMNS), datatype=["str", "number", "number", "number",
-                             "number", "str", "str"], interactive=False, label="Results", wrap=True, scale=3,
-                             column_widths=COLUMN_WIDTHS)
-        hist = gr.Plot(label="Histogram", scale=2)
-    downloads = gr.File(label="Downloads (CSV, JSON)", file_count="multiple", interactive=False, height=140)
+        hist = gr.Plot(label="Histogram", scale=3)
+        downloads = gr.File(label="Downloads (CSV, JSON)", file_count="multiple", interactive=False, height=140,
+                            scale=2)
     button.click(batch, [files, *controls.inputs], [table, hist, summary, downloads], api_name="batch",
-                 concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY)
+                 concurrency_id=MODEL_QUEUE, concurrency_limit=MODEL_CONCURRENCY, show_progress_on=summary)
     return BatchTab(files, button, table)

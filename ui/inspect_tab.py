@@ -255,7 +255,7 @@ def build(app: AppState, controls: SettingsControls, gpu: Callable) -> InspectTa
     with gr.Row():
         with gr.Column():
             pair = gr.ImageSlider(label="Input ↔ restored (drag the handle)", type="numpy", interactive=False,
-                                  format=VIEW_FORMAT, max_height=IMAGE_HEIGHT, elem_id="iqa-pair")
+                                  format=VIEW_FORMAT, height=IMAGE_HEIGHT, elem_id="iqa-pair")
             restoration = gr.Markdown("", label="restoration", show_label=False, elem_id="iqa-restoration")
         gallery = gr.Gallery(label="Diffusion states (t = step, σ = noise level) and |input − y0|", columns=2,
                              format=VIEW_FORMAT, height=IMAGE_HEIGHT, object_fit="contain", interactive=False,
@@ -279,7 +279,8 @@ def build(app: AppState, controls: SettingsControls, gpu: Callable) -> InspectTa
 
     outs = [verdict, numbers, chart, pair, restoration, gallery, overlay, bar, patch, branch, kind, state]
     button.click(assess, [image, *controls.inputs], outs, api_name="assess", concurrency_id=MODEL_QUEUE,
-                 concurrency_limit=MODEL_CONCURRENCY).success(make_report, state, report_files, api_visibility="private")
+                 concurrency_limit=MODEL_CONCURRENCY, show_progress_on=verdict,  # one progress bar, not one per view
+                 ).success(make_report, state, report_files, api_visibility="private")
     for control in (branch, kind):
         control.change(redraw, [state, branch, kind, opacity], [overlay, bar], api_visibility="private",
                        show_progress="hidden")

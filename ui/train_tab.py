@@ -308,11 +308,12 @@ def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
             with gr.Row():
                 start = gr.Button("Start training", variant="primary", interactive=hw.can_train)
                 stop = gr.Button("Stop", variant="stop")
-            try_it = gr.Button("Try it: a short demo run on sample photos (CPU, a few minutes)", interactive=hw.can_train,
+            try_it = gr.Button("Try it: a short demo run on sample photos (CPU, about a minute)", interactive=hw.can_train,
                                elem_id="iqa-try-it")
     status = gr.Markdown("No training run yet.", elem_id="iqa-train-status")
-    curves = gr.Plot(label="Loss and validation SRCC / PLCC")
-    console = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, interactive=False)
+    curves = gr.Plot(label="Loss and validation SRCC / PLCC", elem_id="iqa-train-curves")
+    console = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, interactive=False,
+                         elem_id="iqa-train-log")
     timer = gr.Timer(TICK_S, active=False)
     form_inputs = [source, zip_file, server_dir, fmt, csv, ratios, preset, epochs, lr, batch, device, finetune,
                    freeze, confirm, diffusion]
