@@ -4,12 +4,13 @@
 
 Inspect is shown for the clean example photo and for the same photo with its right half damaged
 (blur + noise, as `python -m iqa localise` does); Batch after assessing all examples; Train and Model
-as a newcomer first sees them. Needs Chromium (`make browser`) and Playwright (installed with the
+as a newcomer first sees them, and Train after its "try it" run. Needs Chromium (`make browser`) and Playwright (installed with the
 project). Pages are 1400 px wide; the PNGs are reduced to keep the repository small.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from ui.inspect_tab import example_images  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1400, "height": 1600}
 TIMEOUT_MS = 180_000
+TRY_IT_TIMEOUT_MS = 300_000
 SAVED_WIDTH = 1000  # px of the committed PNGs
 SETTLE_MS = 1500
 PALETTE_COLOURS = 256  # palette PNGs: a third of the size of RGB ones
@@ -83,7 +85,9 @@ def main() -> int:
             assess(page, clean, args.out / "inspect-clean.png")
             assess(page, half, args.out / "inspect-half-damaged.png")
             page.get_by_role("tab", name="Batch").click()
-            page.locator("#iqa-batch-files input[type=file]").set_input_files(example_images())
+            bad = tmp / "not_an_image.png"  # how a failed file reads in the table
+            bad.write_text("text")
+            page.locator("#iqa-batch-files input[type=file]").set_input_files([*example_images(), str(bad)])
             page.get_by_role("button", name="Assess all").click()
             page.get_by_text("image(s) assessed").wait_for(timeout=TIMEOUT_MS)
             save(page, args.out / "batch.png")
@@ -91,6 +95,11 @@ def main() -> int:
             page.get_by_text("Dataset formats").click()
             page.locator("#iqa-formats").wait_for()
             save(page, args.out / "train.png")
+            page.locator("#iqa-try-it").click()
+            page.locator("#iqa-train-status").get_by_text(re.compile("Finished|Failed|Stopped")).wait_for(
+                timeout=TRY_IT_TIMEOUT_MS)
+            page.get_by_text("Dataset formats").click()
+            save(page, args.out / "train-try-it.png")
             page.get_by_role("tab", name="Model").click()
             page.locator("#iqa-model-card").wait_for()
             save(page, args.out / "model.png")

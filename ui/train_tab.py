@@ -25,14 +25,15 @@ from ui.errors import user_error
 from ui.render import esc
 from ui.report import safe_stem
 from ui.state import AppState, cuda_available, device_choices, on_space
-from ui.training_job import (SPLIT_RATIOS, TRY_EPOCHS, TrainJob, TrainSpec, build_commands, console_tail, read_records,
-                              try_commands, write_try_photos)
+from ui.training_job import (SPLIT_RATIOS, TAIL_LINES, TRY_EPOCHS, TrainJob, TrainSpec, build_commands, console_tail,
+                              read_records, try_commands, write_try_photos)
 
 AUTO_FORMAT = "auto-detect"
 SOURCE_ZIP = "Upload a .zip"
 SOURCE_SERVER = "Folder on the server"
 DEFAULT_PRESET = "lite"
 TICK_S = 2.0  # seconds between log / curve refreshes while a run is going
+LOG_ROWS = TAIL_LINES + 6  # room for long lines that wrap, so that the latest line stays in view
 DATASETS_SUBDIR = "datasets"  # unpacked uploads go to <runs>/datasets/<zip name>-<content hash>/
 UPLOAD_HASH_CHARS = 16
 DIFFUSION_BUNDLED = "the bundled default's trained network (lite)"
@@ -312,7 +313,7 @@ def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
                                elem_id="iqa-try-it")
     status = gr.Markdown("No training run yet.", elem_id="iqa-train-status")
     curves = gr.Plot(label="Loss and validation SRCC / PLCC", elem_id="iqa-train-curves")
-    console = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, interactive=False,
+    console = gr.Textbox(label="Log", lines=LOG_ROWS, max_lines=LOG_ROWS, autoscroll=True, interactive=False,
                          elem_id="iqa-train-log")
     timer = gr.Timer(TICK_S, active=False)
     form_inputs = [source, zip_file, server_dir, fmt, csv, ratios, preset, epochs, lr, batch, device, finetune,
