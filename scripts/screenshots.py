@@ -3,9 +3,10 @@
     python scripts/screenshots.py [--out docs/screenshots] [--model checkpoints/default]
 
 Inspect is shown for the clean example photo and for the same photo with its right half damaged
-(blur + noise, as `python -m iqa localise` does); Batch after assessing all examples; Train and Model
-as a newcomer first sees them, and Train after its "try it" run. Needs Chromium (`make browser`) and Playwright (installed with the
-project). Pages are 1400 px wide; the PNGs are reduced to keep the repository small.
+(blur + noise, as `python -m iqa localise` does); Batch after assessing all examples and one unreadable
+file; Train and Model as a newcomer first sees them, and Train after its "try it" run. Needs Chromium
+(`make browser`) and Playwright (installed with the project). Pages are 1400 px wide; the PNGs are
+reduced to keep the repository small.
 """
 from __future__ import annotations
 
