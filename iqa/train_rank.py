@@ -62,6 +62,7 @@ class RankConfig:
     free_from_block: int | None = 4
     lr_backbone: float = 1e-4
     lr_heads: float = 1e-3
+    lr_patch_head: float = 0.0  # own rate of the VCG per-patch score MLP (a revived one starts from scratch); 0: lr_heads
     weight_decay: float = 1e-4
     loss: str = "both"
     margin: float = 0.05
@@ -150,6 +151,10 @@ def prepare(model: DiffV2IQA, cfg: RankConfig) -> list[dict]:
     for p in heads:
         p.requires_grad_(True)
     groups = [{"params": heads, "lr": cfg.lr_heads, "name": "heads"}]
+    if cfg.lr_patch_head > 0 and model.vcg is not None:
+        own = {id(p) for p in model.vcg.head.score.parameters()}
+        groups = [{"params": [p for p in heads if id(p) not in own], "lr": cfg.lr_heads, "name": "heads"},
+                  {"params": list(model.vcg.head.score.parameters()), "lr": cfg.lr_patch_head, "name": "patch-head"}]
     if backbone_params:
         groups.append({"params": backbone_params, "lr": cfg.lr_backbone, "name": "backbone"})
     return groups
@@ -362,6 +367,9 @@ def register(subparsers) -> None:
                    help="train backbone blocks from this index on (-1: keep the backbone frozen)")
     p.add_argument("--lr-backbone", type=float, default=d.lr_backbone, help="AdamW learning rate of backbone blocks")
     p.add_argument("--lr-heads", type=float, default=d.lr_heads, help="AdamW learning rate of the quality heads")
+    p.add_argument("--lr-patch-head", type=float, default=d.lr_patch_head,
+                   help="AdamW learning rate of the VCG per-patch score MLP (0: --lr-heads); a revived one "
+                        "learns from scratch and needs more")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     p.add_argument("--loss", choices=LOSSES, default=d.loss, help="hinge + MSE, hinge only, or MSE only")
     p.add_argument("--margin", type=float, default=d.margin, help="hinge margin")
@@ -407,7 +415,8 @@ def run(args) -> int:
     cfg = RankConfig(init=args.init, no_diffusion=args.no_diffusion, steps=args.steps,
                      series_per_batch=args.series_per_batch,
                      free_from_block=None if args.free_from_block < 0 else args.free_from_block,
-                     lr_backbone=args.lr_backbone, lr_heads=args.lr_heads, weight_decay=args.weight_decay,
+                     lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
+                     lr_patch_head=args.lr_patch_head, weight_decay=args.weight_decay,
                      loss=args.loss, margin=args.margin, mse_weight=args.mse_weight,
                      local_weight=args.local_weight, revive_vcg=args.revive_vcg,
                      save_every_min=args.save_every_min, max_minutes=args.max_minutes,

@@ -47,6 +47,16 @@ def test_prepare_trains_later_stages_and_heads_only():
     assert not any(p.requires_grad for p in model.diffusion.parameters())
 
 
+def test_the_patch_score_mlp_can_have_its_own_rate():
+    model = tiny_model()
+    groups = prepare(model, RankConfig(free_from_block=3, lr_heads=1e-4, lr_patch_head=1e-2))
+    by_name = {g["name"]: g for g in groups}
+    own = list(model.vcg.head.score.parameters())
+    assert by_name["patch-head"]["lr"] == 1e-2 and len(by_name["patch-head"]["params"]) == len(own)
+    assert not {id(p) for p in own} & {id(p) for p in by_name["heads"]["params"]}  # each parameter in one group
+    assert {g["name"] for g in prepare(tiny_model(), RankConfig(free_from_block=3))} == {"heads", "backbone"}  # 0: one rate
+
+
 def test_train_writes_checkpoint_resumes_and_keeps_frozen_parts(setup, tmp_path, capsys):
     import shutil
     photos, shared_init = setup
