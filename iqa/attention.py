@@ -127,7 +127,9 @@ class DualHead(nn.Module):
         # Start the score inside the label range so the final ReLU is not dead for every token.
         nn.init.constant_(self.score[-2].bias, self.INIT_SCORE)
 
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        f = self.score(tokens).squeeze(-1)
+    def forward(self, tokens: torch.Tensor, score_in: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`score_in` (B, N, C'), when given, feeds the score MLP instead of `tokens` (the weights keep them)."""
+        f = self.score(tokens if score_in is None else score_in).squeeze(-1)
         w = self.weight(tokens).squeeze(-1)
         return (f * w).sum(-1) / (w.sum(-1) + self.EPS), f, w

@@ -95,6 +95,10 @@ class VCGConfig:
     # LayerNorm on the tokens before the per-patch score MLP: the tokens reach magnitudes of ~1e3, so an
     # unnormalised sigmoid head saturates at exactly 0 or 1 within a few steps (tied patch scores).
     score_norm: bool = False
+    # Channels of a 1x1 projection of the selected backbone maps fed, beside the tokens, to the per-patch
+    # score MLP (0: off, the paper). The TAB/Swin trunk mixes positions: a linear probe on its output
+    # tells a crop's damaged half from its clean half no better than chance, on the backbone maps perfectly.
+    local_skip: int = 0
 
 
 @dataclass

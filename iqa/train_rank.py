@@ -69,6 +69,7 @@ class RankConfig:
     mse_weight: float = 0.5
     local_weight: float = 0.0  # weight of the MSE of the VCG patch scores to the local quality maps
     revive_vcg: bool = False  # restart the VCG score layer as a sigmoid (patch scores on 0-1) when a run starts
+    local_skip: int = 0  # with revive_vcg: channels of the backbone-map skip into the score MLP (VCGConfig.local_skip)
     save_every_min: float = 5.0
     max_minutes: float = 0.0  # stop (saved, resumable) after this many minutes of this invocation; 0: no limit
     snapshot_every_min: float = 30.0
@@ -152,9 +153,10 @@ def prepare(model: DiffV2IQA, cfg: RankConfig) -> list[dict]:
         p.requires_grad_(True)
     groups = [{"params": heads, "lr": cfg.lr_heads, "name": "heads"}]
     if cfg.lr_patch_head > 0 and model.vcg is not None:
-        own = {id(p) for p in model.vcg.head.score.parameters()}
+        patch = model.vcg.patch_score_parameters()
+        own = {id(p) for p in patch}
         groups = [{"params": [p for p in heads if id(p) not in own], "lr": cfg.lr_heads, "name": "heads"},
-                  {"params": list(model.vcg.head.score.parameters()), "lr": cfg.lr_patch_head, "name": "patch-head"}]
+                  {"params": patch, "lr": cfg.lr_patch_head, "name": "patch-head"}]
     if backbone_params:
         groups.append({"params": backbone_params, "lr": cfg.lr_backbone, "name": "backbone"})
     return groups
@@ -206,7 +208,7 @@ def revived_score_mlp(dim: int, dropout: float, start: float = REVIVE_START, std
     return mlp
 
 
-def revive_score_head(model: DiffV2IQA) -> None:
+def revive_score_head(model: DiffV2IQA, local_skip: int = 0) -> None:
     """Restart the VCG branch's per-patch score MLP (`revived_score_mlp`): a ReLU score head whose output
     is 0 everywhere gets no gradient, so no local loss can teach it. The fusion becomes the mean of S1 and
     S2 (`REVIVE_FUSION`): the local targets put the patch scores, hence S1, on the label scale, where S2
@@ -216,6 +218,8 @@ def revive_score_head(model: DiffV2IQA) -> None:
     cfg = model.cfg.vcg
     cfg.score_activation, cfg.score_norm = "sigmoid", True
     model.cfg.vcg_weight, model.cfg.vda_weight = REVIVE_FUSION
+    if local_skip:
+        model.vcg.add_local_skip(local_skip)
     head = model.vcg.head
     head.score = revived_score_mlp(head.score[-2].in_features, cfg.dropout)
 
@@ -285,6 +289,8 @@ def _log(log: JsonlLog, say, window: list, progress: dict, made: int, steps: int
 def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
     """Run (or resume) a ranking run in `out`; returns the folder of its last checkpoint."""
     out = Path(out)
+    if cfg.local_skip and not cfg.revive_vcg:
+        raise RankError("--local-skip needs --revive-vcg: the score MLP is rebuilt for the wider input")
     if cfg.loss not in LOSSES:
         raise RankError(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
     torch.set_num_threads(cfg.threads)
@@ -294,7 +300,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
     if model.vcg is not None:
         cfg.stream = dataclasses.replace(cfg.stream, grid=model.cfg.vcg.grid)
     if cfg.revive_vcg:
-        revive_score_head(model)  # a resumed run's state overrides it below
+        revive_score_head(model, cfg.local_skip)  # a resumed run's state overrides it below
     groups = prepare(model, cfg)
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
@@ -378,6 +384,9 @@ def register(subparsers) -> None:
                    help="weight of the MSE of the VCG patch scores to local quality maps (0: off)")
     p.add_argument("--revive-vcg", action="store_true",
                    help="restart the VCG per-patch score layer at the start (for a dead, all-zero score map)")
+    p.add_argument("--local-skip", type=int, default=d.local_skip, metavar="K",
+                   help="with --revive-vcg: feed the score MLP a K-channel projection of the backbone maps too "
+                        "(the VCG trunk mixes positions; 0: off, the paper)")
     p.add_argument("--region-share", type=float, default=s.region_share,
                    help="chance that a kind damages only a random rectangle of the crop")
     p.add_argument("--kinds", nargs="*", default=[], metavar="KIND", help="distortion kinds (default: all 31)")
@@ -418,7 +427,7 @@ def run(args) -> int:
                      lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
                      lr_patch_head=args.lr_patch_head, weight_decay=args.weight_decay,
                      loss=args.loss, margin=args.margin, mse_weight=args.mse_weight,
-                     local_weight=args.local_weight, revive_vcg=args.revive_vcg,
+                     local_weight=args.local_weight, revive_vcg=args.revive_vcg, local_skip=args.local_skip,
                      save_every_min=args.save_every_min, max_minutes=args.max_minutes,
                      snapshot_every_min=args.snapshot_every_min,
                      threads=args.threads, channels_last=args.channels_last, device=args.device, seed=args.seed, stream=stream)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqa.attention import TAB, DualHead, SwinStage
+from iqa.attention import TAB, DualHead, SwinStage, score_mlp
 from iqa.config import VCGConfig
 
 STATES = ("x", "y0", "y1", "y2")
@@ -50,6 +50,24 @@ class VCG(nn.Module):
         self.reduce2 = nn.Conv2d(d1, d2, 1)
         self.swin2 = SwinStage(d2, **swin)
         self.head = DualHead(d2, cfg.dropout, cfg.score_activation, cfg.score_norm)
+        self.skip = None
+        if cfg.local_skip:
+            self.add_local_skip(cfg.local_skip)
+
+    def add_local_skip(self, channels: int) -> None:
+        """Feed the score MLP the tokens (normalised) and a normalised 1x1 projection of the selected
+        backbone maps, which keep each position's own evidence (`VCGConfig.local_skip`); the score MLP is
+        rebuilt for the wider input."""
+        self.cfg.local_skip = channels
+        d2 = self.cfg.swin_dims[1]
+        self.skip = nn.ModuleDict(dict(proj=nn.Conv2d(sum(self.state_channels), channels, 1),
+                                       norm=nn.LayerNorm(channels), token_norm=nn.LayerNorm(d2)))
+        self.head.score = score_mlp(d2 + channels, self.cfg.dropout, self.cfg.score_activation, self.cfg.score_norm)
+        nn.init.constant_(self.head.score[-2].bias, DualHead.INIT_SCORE)
+
+    def patch_score_parameters(self) -> list[nn.Parameter]:
+        """The per-patch score MLP and its local skip: the part a revived head learns from scratch."""
+        return [*self.head.score.parameters(), *(self.skip.parameters() if self.skip is not None else ())]
 
     def select(self, maps: list[list[torch.Tensor]]) -> torch.Tensor:
         """maps[state][i] backbone intermediates -> (B, C_sel, g, g), the cacheable backbone part."""
@@ -65,5 +83,10 @@ class VCG(nn.Module):
         x = self.swin1(self.reduce(x))
         x = self.tab2(x.flatten(2)).view(b, -1, g, g)
         x = self.swin2(self.reduce2(x))
-        s, f, w = self.head(x.flatten(2).transpose(1, 2))
+        tokens = x.flatten(2).transpose(1, 2)
+        score_in = None
+        if self.skip is not None:
+            local = self.skip["norm"](self.skip["proj"](feats).flatten(2).transpose(1, 2))
+            score_in = torch.cat([self.skip["token_norm"](tokens), local], dim=-1)
+        s, f, w = self.head(tokens, score_in)
         return s, f.view(b, g, g), w.view(b, g, g)

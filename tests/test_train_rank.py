@@ -153,6 +153,29 @@ def test_a_revived_model_saves_and_loads_with_its_sigmoid_head(tmp_path):
     assert torch.equal(loaded.vcg.head(tokens)[1], model.vcg.head(tokens)[1])
 
 
+def test_a_local_skip_saves_loads_and_lets_the_patch_scores_see_each_position(tmp_path):
+    """With the skip, a patch score depends on its own cell's backbone maps: changing one cell's features
+    changes that cell's score most. Saved and loaded, the model gives the same patch scores."""
+    from iqa.train_rank import revive_score_head
+    model = tiny_model()
+    revive_score_head(model, local_skip=8)
+    torch.nn.init.normal_(model.vcg.head.score[-2].weight, std=0.5)  # as if trained: outputs depend on inputs
+    assert {id(p) for p in model.vcg.skip.parameters()} <= {id(p) for p in model.vcg.patch_score_parameters()}
+    save_checkpoint(model, tmp_path / "m", {"trained": True})
+    loaded, _ = load_checkpoint(tmp_path / "m")
+    assert loaded.cfg.vcg.local_skip == 8 and loaded.vcg.skip is not None
+    g, c = model.cfg.vcg.grid, sum(model.vcg.state_channels)
+    feats = torch.randn(1, c, g, g)
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        f = model.vcg(feats)[1]
+        assert torch.equal(f, loaded.vcg(feats)[1])
+        moved = feats.clone()
+        moved[:, :, 0, 0] += 5.0
+        change = (model.vcg(moved)[1] - f).abs()
+    assert change[0, 0, 0] == change.max() and change[0, 0, 0] > 0
+
+
 @pytest.mark.parametrize("norm", [True, False])
 def test_a_revived_head_stays_out_of_saturation_on_large_tokens(norm):
     """The backbone's tokens reach ~1e3; Adam steps on an unnormalised sigmoid head push the patches to
