@@ -439,3 +439,9 @@ def test_model_card_reads_as_sections_with_the_levels_table(app):
     for heading in ("### What it is", "### How it was trained", "### Held-out results", "### Limits", "### All card fields"):
         assert heading in text
     assert "| BRISQUE | 0.93 | 0.9 | 0.8 |" in text and "Not yet reached: ρ ≥ 0.95" in text
+
+
+def test_model_tab_folds_the_every_field_table_away(app):
+    sections, fields, raw = model_tab.folded_view(app, "tiny")
+    assert "### What it is" in sections and "| field | value |" not in sections
+    assert "| field | value |" in fields and "| Preset | tiny |" in fields and raw["config"]

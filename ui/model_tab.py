@@ -23,6 +23,7 @@ CARD_SECTIONS = (  # (card key, row name) shown first, in this order; other card
     ("stage", "Stage"),
 )
 SKIPPED_KEYS = {"preset", "parameters", "trained"}
+FIELDS_HEADING = "### All card fields"  # the every-field table after it is folded away in the tab
 
 
 @functools.lru_cache(maxsize=4)
@@ -128,7 +129,7 @@ def card_markdown(info: ModelInfo) -> str:
     elif info.provisional_note:
         lines.append(f"> **{esc(info.provisional_note)}**")
     lines += card_sections(info)
-    lines.append("### All card fields")
+    lines.append(FIELDS_HEADING)
     rows = [("Preset", cfg.name), ("Checkpoint", str(c.path) if c.path else "none (preset with random heads)")]
     if params:
         rows.append(("Parameters", f"{_millions(params.get('total'))} (" + ", ".join(
@@ -153,11 +154,20 @@ def show(app: AppState, key: str) -> tuple[str, dict]:
     return card_markdown(info), {"card": info.card, "config": json.loads(info.config.to_json())}
 
 
+def folded_view(app: AppState, key: str) -> tuple[str, str, dict]:
+    """(the card's sections, its every-field table, raw JSON): the table is long, so it is folded away."""
+    text, raw = show(app, key)
+    sections, _, fields = text.partition(FIELDS_HEADING)
+    return sections, fields, raw
+
+
 def build(app: AppState, checkpoint: gr.Dropdown) -> tuple[gr.Markdown, gr.JSON]:
-    text, raw = show(app, app.default)
-    card = gr.Markdown(text, elem_id="iqa-model-card")
+    sections, fields, raw = folded_view(app, app.default)
+    card = gr.Markdown(sections, elem_id="iqa-model-card")
+    with gr.Accordion("All card fields", open=False):
+        table = gr.Markdown(fields, elem_id="iqa-model-fields")
     with gr.Accordion("Raw card and config (JSON)", open=False):
         js = gr.JSON(raw)
-    checkpoint.change(lambda k: show(app, k), checkpoint, [card, js], api_visibility="private",
+    checkpoint.change(lambda k: folded_view(app, k), checkpoint, [card, table, js], api_visibility="private",
                       show_progress="hidden")
     return card, js
