@@ -46,3 +46,13 @@ def running_app(runs_dir: Path):
         yield demo.local_url
     finally:
         demo.close()
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py as a module (the scripts folder is not a package)."""
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,22 +1,16 @@
 """scripts/diffusion_probe.py: the per-level and sampler PSNRs of a diffusion network."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import load_script
 from iqa.config import tiny
 from iqa.diffusion import Diffusion
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "diffusion_probe.py"
 
 
 @pytest.fixture(scope="module")
 def probe_module():
-    spec = importlib.util.spec_from_file_location("diffusion_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("diffusion_probe")
 
 
 def test_untrained_residual_network_scores_as_its_input(probe_module):

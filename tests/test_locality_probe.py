@@ -1,20 +1,16 @@
 """scripts/locality_probe.py: a per-cell probe tells damaged from clean cells where features keep it."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "locality_probe.py"
+from helpers import load_script
+
 CROPS, CELLS, CHANNELS = 8, 16, 6
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("locality_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("locality_probe")
 
 
 def _labels():
