@@ -45,6 +45,8 @@ class BenchmarkResult:
     brisque_best_s: float
     brisque_median_s: float
     cached_s: float  # the same image and settings again (the Inspect tab's redraws, a repeated click)
+    diffusion_on: str = ""  # DiffusionConfig.on: where the diffusion ran
+    bf16: tuple[str, ...] = ()  # stages run under bf16 autocast
     target_best_s: float = TARGET_BEST_S
     target_median_s: float = TARGET_MEDIAN_S
 
@@ -115,13 +117,15 @@ def run_benchmark(assessor: Assessor, size=DEFAULT_SIZE, crops: int = 3, steps: 
         preset=assessor.cfg.name, device=str(assessor.device), machine=machine_info(assessor.device),
         size=tuple(size), crops=len(results[0].crops), steps=steps or assessor.cfg.diffusion.sample_steps,
         repeats=repeats, parameters=params, seconds=stages, best_s=min(times), median_s=float(np.median(times)),
-        brisque_best_s=min(b_times), brisque_median_s=float(np.median(b_times)), cached_s=cached)
+        brisque_best_s=min(b_times), brisque_median_s=float(np.median(b_times)), cached_s=cached,
+        diffusion_on=assessor.cfg.diffusion.on if m.diffusion is not None else "none", bf16=tuple(assessor.bf16))
 
 
 def format_result(r: BenchmarkResult) -> str:
     lines = [f"preset {r.preset} on {r.device} ({r.machine})",
              f"image {r.size[0]}x{r.size[1]}, {r.crops} crops, {r.steps} sampling steps, "
-             f"{r.repeats} timed runs after a warm-up", "parameters:"]
+             f"{r.repeats} timed runs after a warm-up",
+             f"diffusion on: {r.diffusion_on}; bf16 autocast: {', '.join(r.bf16) or 'none (float32)'}", "parameters:"]
     lines += [f"  {k:<10} {v / 1e6:8.2f} M" for k, v in r.parameters.items()]
     lines.append("seconds per stage (median):")
     lines += [f"  {k:<18} {v:8.4f}" for k, v in r.seconds.items()]

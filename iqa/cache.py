@@ -36,7 +36,7 @@ from iqa.vcg import to_grid
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: per-image noise seeds; bump when the entry format or the restoration pipeline changes
+CACHE_VERSION = 3  # 2: per-image noise seeds; 3: one starting-noise field per image; bump when the entry format or the restoration pipeline changes
 FEATURE_VERSION = 1
 HASH_CHUNK = 1 << 20
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -176,7 +176,7 @@ class DiffusionCache:
 
     @property
     def mode(self) -> str:
-        """Where the states are valid: "crops" (the K fixed windows) or "image" (everywhere)."""
+        """Where the states are valid: "crops" or "region" (the K fixed windows) or "image" (everywhere)."""
         return self.assessor.cfg.diffusion.on if self.enabled else "image"
 
     def key(self, image: str | Path) -> DiffusionKey:
@@ -186,7 +186,7 @@ class DiffusionCache:
             image_sha256=self._hash(image), weights_sha256=self._weights,
             steps=d.sample_steps if self.enabled else 0, sampler=d.sampler if self.enabled else "none",
             keep_steps=tuple(d.keep_steps) if self.enabled else (0, 0), seed=self.seed if self.enabled else 0,
-            on=on, crop=self.assessor.cfg.crop, crops=self.crops if on in ("crops", "none") else 0)
+            on=on, crop=self.assessor.cfg.crop, crops=self.crops if on in ("crops", "region", "none") else 0)
 
     def path(self, key: DiffusionKey) -> Path:
         digest = key.digest()
@@ -228,7 +228,7 @@ class DiffusionCache:
         x = to_tensor(np.array(img)).to(self.assessor.device)  # a writable copy for torch
         full, (steps, alpha_bars) = self.assessor.restore(x, boxes, None, self.seed)
         states = np.stack([_to_hwc_uint8(s[0]) for s in full])
-        valid = boxes if self.mode == "crops" else [(0, 0, w, h)]
+        valid = [(0, 0, w, h)] if self.mode == "image" else boxes
         return CachedStates(states=states, boxes=np.array(valid, dtype=np.int64),
                             steps=(int(steps[0]), int(steps[1])),
                             alpha_bars=(float(alpha_bars[0]), float(alpha_bars[1])))

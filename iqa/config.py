@@ -53,7 +53,10 @@ class DiffusionConfig:
     loss: str = "l1"  # "l1" or "l2" on the network output
     target: str = "image"  # x0 the process diffuses: the "image" (paper) or the "residual" reference − distorted
     predict: str = "eps"  # the U-Net predicts the noise "eps" (paper) or the clean sample "x0"
-    on: str = "image"  # run diffusion on the whole "image" (paper) or on each 224 "crops" (CPU)
+    # Where diffusion runs: the whole "image" (paper), each 224 "crops" (CPU), or the "region": the smallest
+    # rectangle holding every crop when it has fewer pixels than the crops together (overlapping crops
+    # share their pixels' restoration), else each crop.
+    on: str = "image"
 
 
 @dataclass
@@ -194,7 +197,7 @@ def lite() -> ModelConfig:
     return ModelConfig(
         name="lite",
         diffusion=DiffusionConfig(unet=unet, sample_steps=5, sampler="ddim", keep_steps=(1, 2),
-                                  train_steps=1000, on="crops", target="residual", predict="x0"),
+                                  train_steps=1000, on="region", target="residual", predict="x0"),
         vcg=VCGConfig(
             backbone=BackboneConfig(name="efficientnet_lite0", indices=(1, 2, 3, 4)),
             noise_embed_dim=32, tab_blocks=1, reduce_dims=(256, 128), swin_dims=(128, 64),

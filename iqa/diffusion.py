@@ -135,13 +135,16 @@ class Diffusion(nn.Module):
         keep_steps: tuple[int, int] | None = None,
         generator: torch.Generator | None = None,
         progress: Callable[[int, int], None] | None = None,
+        noise: torch.Tensor | None = None,
     ) -> Restoration:
         """Restore distorted images cond (B, 3, H, W) in [−1, 1], any H×W, from pure noise.
 
         `steps` / `sampler` / `keep_steps` default to the config. Sampler "ancestral" is the paper's
         Algorithm 2; "ddim" is deterministic (eta = 0) given the starting noise. keep_steps = (t1, t2)
         with 1 <= t1 < t2 <= steps: y1 = x_{t1}, y2 = x_{t2}. `progress(i, n)` is called after each of
-        the n steps. The U-Net runs in eval mode (its train/eval mode is restored afterwards).
+        the n steps. `noise`: the starting noise, shaped like `cond` (default: drawn from `generator`),
+        so that windows of one noise field restore alike wherever they are cut. The U-Net runs in eval
+        mode (its train/eval mode is restored afterwards).
         """
         _check_images("cond (distorted image)", cond)
         n = self.cfg.sample_steps if steps is None else steps
@@ -167,7 +170,12 @@ class Diffusion(nn.Module):
         residual = self.cfg.target == "residual"
         # x̂0 is clamped so that the restored image stays in [−1, 1]
         lo, hi = (-1 - cond_p, 1 - cond_p) if residual else (-1.0, 1.0)
-        x = _randn(tuple(cond_p.shape), cond_p, generator)
+        if noise is None:
+            x = _randn(tuple(cond_p.shape), cond_p, generator)
+        elif noise.shape != cond.shape:
+            raise ValueError(f"starting noise {tuple(noise.shape)} must have the shape of cond {tuple(cond.shape)}")
+        else:
+            x = pad_to_multiple(noise.to(cond_p), self.cfg.unet.size_multiple)[0]
         kept = {n: x} if t2 == n else {}
 
         was_training = self.unet.training

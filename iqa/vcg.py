@@ -83,10 +83,13 @@ class VCG(nn.Module):
         x = self.swin1(self.reduce(x))
         x = self.tab2(x.flatten(2)).view(b, -1, g, g)
         x = self.swin2(self.reduce2(x))
-        tokens = x.flatten(2).transpose(1, 2)
-        score_in = None
-        if self.skip is not None:
-            local = self.skip["norm"](self.skip["proj"](feats).flatten(2).transpose(1, 2))
-            score_in = torch.cat([self.skip["token_norm"](tokens), local], dim=-1)
-        s, f, w = self.head(tokens, score_in)
+        # The heads run in float32 even under bf16 autocast: bf16 keeps 3 significant digits, which would
+        # quantise every patch score and S1 (~2e-3 steps) and tie nearby images.
+        with torch.autocast(feats.device.type, enabled=False):
+            tokens = x.flatten(2).transpose(1, 2).float()
+            score_in = None
+            if self.skip is not None:
+                local = self.skip["norm"](self.skip["proj"](feats.float()).flatten(2).transpose(1, 2))
+                score_in = torch.cat([self.skip["token_norm"](tokens), local], dim=-1)
+            s, f, w = self.head(tokens, score_in)
         return s, f.view(b, g, g), w.view(b, g, g)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from iqa.assess import Assessor, crop_boxes, scaled_keep_steps
+from iqa.assess import Assessor, crop_boxes, restore_windows, scaled_keep_steps
 from iqa.config import preset
 from iqa.images import ImageError
 from iqa.model import DiffV2IQA
@@ -120,9 +120,47 @@ def test_same_image_and_settings_come_from_memory():
 
 def test_channels_last_changes_no_score():
     img = photo(256, 240)
-    plain = Assessor(tiny_model(), device="cpu").assess(img, crops=2).score
-    fast = Assessor(tiny_model(), device="cpu", channels_last=True).assess(img, crops=2).score
+    plain = Assessor(tiny_model(), device="cpu", bf16=()).assess(img, crops=2).score
+    fast = Assessor(tiny_model(), device="cpu", channels_last=True, bf16=()).assess(img, crops=2).score
     assert fast == pytest.approx(plain, abs=1e-5)
+
+
+def test_bf16_stages_keep_the_scores_close_and_unquantised():
+    img = photo(256, 240)
+    plain = Assessor(tiny_model(), device="cpu", bf16=()).assess(img, crops=2)
+    fast = Assessor(tiny_model(), device="cpu", bf16=("diffusion", "vcg")).assess(img, crops=2)
+    assert fast.score == pytest.approx(plain.score, abs=0.02)
+    patch = fast.vcg.score[np.isfinite(fast.vcg.score)]
+    assert not np.array_equal(patch, torch.tensor(patch).bfloat16().float().numpy())  # heads stay float32
+    with pytest.raises(ValueError, match="unknown stage"):
+        Assessor(tiny_model(), device="cpu", bf16=("maps",))
+
+
+def test_restore_windows_share_overlapping_pixels():
+    overlapping = [(0, 0, 224, 224), (160, 0, 384, 224), (0, 96, 224, 320)]
+    assert restore_windows(overlapping, "region") == [(0, 0, 384, 320)]  # 122880 px < 3 x 50176
+    spread = [(0, 0, 224, 224), (800, 0, 1024, 224)]
+    assert restore_windows(spread, "region") == spread  # the bounding box would be larger
+    assert restore_windows(overlapping, "crops") == overlapping
+    with pytest.raises(ValueError, match="diffusion.on"):
+        restore_windows(spread, "tiles")
+
+
+def test_region_and_crops_restore_the_same_windows_alike():
+    """One starting-noise field per image: restoring the crops' region or each crop differs only by the
+    network's view of the window edges, far less than another noise seed."""
+    img = photo(320, 240)
+    model = tiny_model()
+    a = Assessor(model, device="cpu", bf16=())
+    model.cfg.diffusion.on = "crops"
+    crops = a.assess(img, crops=2)
+    model.cfg.diffusion.on = "region"
+    a._recent.clear()
+    region, reseeded = a.assess(img, crops=2), a.assess(img, crops=2, seed=1)
+    inside = np.s_[16:208, 112:208]  # inside both crops, away from their edges
+    y2 = [r.states[1].image[inside].astype(int) for r in (crops, region, reseeded)]
+    near, far = np.abs(y2[1] - y2[0]).mean(), np.abs(y2[2] - y2[1]).mean()
+    assert near < far / 4, (near, far)
 
 
 @pytest.mark.parametrize("size", [(512, 384), (1000, 700), (224, 300)])  # pixels: all but < 16 px at two edges

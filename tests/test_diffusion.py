@@ -117,6 +117,16 @@ def test_seeded_determinism(model, sampler):
     assert not torch.allclose(a.y0, c.y0)
 
 
+def test_given_starting_noise_replaces_the_generator(model):
+    cond = torch.rand(1, 3, 20, 20) * 2 - 1
+    noise = torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(3))
+    a = model.restore(cond, noise=noise, sampler="ddim")
+    b = model.restore(cond, noise=noise.clone(), sampler="ddim", generator=torch.Generator().manual_seed(9))
+    assert torch.equal(a.y0, b.y0) and torch.equal(a.y2, b.y2)
+    with pytest.raises(ValueError, match="starting noise"):
+        model.restore(cond, noise=noise[..., :10])
+
+
 def test_restore_keeps_train_mode_and_no_grad(model):
     model.train()
     r = model.restore(images(b=1), generator=gen(0))

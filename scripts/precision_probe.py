@@ -1,0 +1,104 @@
+"""Which fast paths change the score? Time and score change of assessment variants against a reference.
+
+For the test part of a photo folder (resized to `--side` px, long side) and the six plain kinds at
+levels 1, 3, 5, it scores every image with each variant of the pipeline: where the diffusion runs
+(`DiffusionConfig.on`: each crop, or the crops' bounding region when smaller) and which stages run in
+bf16 autocast. It prints, per variant, the median seconds per image and the mean / largest absolute
+score change against the first variant, beside the change that another noise seed alone makes.
+
+    python scripts/precision_probe.py --photos ../shared/pristine
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from iqa.assess import Assessor, load  # noqa: E402
+from iqa.data.plain import PLAIN_KINDS  # noqa: E402
+from iqa.data.stream import StreamConfig, training_photos  # noqa: E402
+from iqa.images import load_image  # noqa: E402
+from iqa.levels import distorted  # noqa: E402
+
+PROBE_LEVELS = (1, 3, 5)
+
+
+@dataclass
+class Variant:
+    name: str
+    on: str
+    bf16: tuple[str, ...]
+    seed: int = 0
+
+
+VARIANTS = (
+    Variant("crops, float32 (reference)", "crops", ()),
+    Variant("crops, float32, noise seed 1", "crops", (), seed=1),
+    Variant("region, float32", "region", ()),
+    Variant("region, bf16 diffusion + vcg", "region", ("diffusion", "vcg")),
+    Variant("region, bf16 diffusion + backbones + vcg", "region", ("diffusion", "backbones", "vcg")),
+)
+
+
+@dataclass
+class VariantResult:
+    name: str
+    median_s: float
+    mean_abs_change: float
+    max_abs_change: float
+
+
+def probe_images(photos: list[Path], side: int) -> list[np.ndarray]:
+    """Each photo at `side` px (long side) and its plain distortions at `PROBE_LEVELS`."""
+    out = []
+    for i, path in enumerate(photos):
+        a = load_image(path).array
+        h, w = a.shape[:2]
+        f = side / max(h, w)
+        a = cv2.resize(a, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+        out.append(a)
+        out += [distorted(a, kind, level, 0, i) for kind in PLAIN_KINDS for level in PROBE_LEVELS]
+    return out
+
+
+def run_variants(assessor: Assessor, images: list[np.ndarray], variants=VARIANTS) -> list[VariantResult]:
+    """Score `images` under each variant (the assessor's config and bf16 stages are switched in turn)."""
+    scores, results = [], []
+    for v in variants:
+        assessor.cfg.diffusion.on, assessor.bf16 = v.on, v.bf16
+        assessor._recent.clear()
+        runs = [assessor.assess(a, seed=v.seed) for a in images]
+        s = np.array([r.score for r in runs])
+        scores.append(s)
+        change = np.abs(s - scores[0])
+        results.append(VariantResult(v.name, float(np.median([r.timings["total"] for r in runs])),
+                                     float(change.mean()), float(change.max())))
+    return results
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--photos", required=True, help="folder of pristine photos (its test part is used)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled one)")
+    p.add_argument("--side", type=int, default=512, help="long side the photos are resized to")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
+    args = p.parse_args(argv)
+    photos = training_photos(StreamConfig(photos=args.photos, part="test"))
+    photos = photos[:args.limit] if args.limit else photos
+    assessor = load(args.checkpoint, device="cpu")
+    images = probe_images(photos, args.side)
+    print(f"{len(images)} images ({len(photos)} photos at {args.side} px, plain kinds at levels {PROBE_LEVELS})")
+    print(f"{'variant':45s} {'median s':>9s} {'mean |Δ|':>9s} {'max |Δ|':>9s}")
+    for r in run_variants(assessor, images):
+        print(f"{r.name:45s} {r.median_s:9.3f} {r.mean_abs_change:9.4f} {r.max_abs_change:9.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
