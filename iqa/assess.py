@@ -38,21 +38,23 @@ OOM_MESSAGES = ("out of memory", "can't allocate memory")  # CUDA's and the CPU 
 
 
 STAGES = ("diffusion", "backbones", "vcg")  # stages that may run under bf16 autocast
-# Run in bf16 on CPUs with native bf16 (AVX-512 BF16 / AMX). Measured on the 9 test photos at 512 px with
-# 6 plain kinds (`python scripts/precision_probe.py`): these change the score by < 1e-3 on average and save
-# ~15 % of the time; the backbones in bf16 would move scores by ~0.01 (up to 0.04), so they stay float32.
+# Run in bf16 on CPUs with AMX tiles (Intel Sapphire Rapids and later), whose bf16 matrix units make these
+# stages ~15 % faster; measured on the 9 test photos at 512 px with 6 plain kinds (`python
+# scripts/precision_probe.py --photos ../shared/pristine`), they change the score by ~2e-3 on average,
+# less than another noise seed (~9e-3). The backbones stay float32 (they move scores 3x more). Without AMX
+# (AVX-512 BF16 alone, as on AMD EPYC) bf16 ran over ten times slower than float32: float32 there.
 BF16_STAGES = ("diffusion", "vcg")
 
 
 def default_bf16(device: torch.device) -> tuple[str, ...]:
-    """`BF16_STAGES` on a CPU with native bf16 kernels, else none (float32 everywhere)."""
+    """`BF16_STAGES` on a CPU with AMX tiles, else none (float32 everywhere)."""
     if device.type != "cpu":
         return ()
     try:
-        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        amx = bool(torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
-        native = False
-    return BF16_STAGES if native else ()
+        amx = False
+    return BF16_STAGES if amx else ()
 
 
 def out_of_memory(err: BaseException) -> bool:
@@ -357,10 +359,20 @@ def scaled_keep_steps(cfg: ModelConfig, steps: int) -> tuple[int, int]:
 
 
 def load(checkpoint_or_preset: str | Path | None = None, device: str = "auto",
-         allow_random_backbone: bool = False) -> Assessor:
+         allow_random_backbone: bool = False, bf16: Iterable[str] | None = None,
+         diffusion_on: str | None = None) -> Assessor:
     """An `Assessor` from a checkpoint folder/file, a preset name (untrained heads), or the default.
     A preset whose backbone weights are not reachable raises `RandomBackboneError` unless
-    `allow_random_backbone`."""
+    `allow_random_backbone`. `bf16`: stages run under bf16 autocast (None: `default_bf16`).
+    `diffusion_on`: where the diffusion runs (`DiffusionConfig.on`) instead of the checkpoint's setting."""
+    assessor = _load(checkpoint_or_preset, device, allow_random_backbone, bf16)
+    if diffusion_on is not None:
+        restore_windows([], diffusion_on)  # validates the name
+        assessor.cfg.diffusion.on = diffusion_on
+    return assessor
+
+
+def _load(checkpoint_or_preset, device: str, allow_random_backbone: bool, bf16) -> Assessor:
     src = checkpoint_or_preset
     if src is None:
         src = DEFAULT_CHECKPOINT
@@ -370,6 +382,6 @@ def load(checkpoint_or_preset: str | Path | None = None, device: str = "auto",
     if isinstance(src, str) and src.partition(":")[0] in PRESETS and not Path(src).exists():
         log.warning("preset %r: quality heads are untrained, scores are not meaningful", src)
         return Assessor(DiffV2IQA(preset(src, allow_random_backbone)).eval(), {"preset": src, "trained": False}, device,
-                        channels_last=True)
+                        channels_last=True, bf16=bf16)
     model, card = load_checkpoint(src, device="cpu")
-    return Assessor(model, card, device, channels_last=True)
+    return Assessor(model, card, device, channels_last=True, bf16=bf16)

@@ -185,6 +185,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-random-backbone", action="store_true",
                    help="with --preset: build on random backbone weights when no pretrained ones are reachable")
     p.add_argument("--no-warmup", action="store_true", help="skip the warm-up run (slow presets on CPU)")
+    p.add_argument("--float32", action="store_true",
+                   help="every stage in float32 (default: bf16 diffusion and VCG trunk on CPUs with AMX)")
     p.add_argument("--batch-folder", default=None, metavar="DIR",
                    help="also assess every image of DIR and print images/s")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -255,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         assessor = load(args.checkpoint or args.preset or None, device=args.device,
-                        allow_random_backbone=args.allow_random_backbone)
+                        allow_random_backbone=args.allow_random_backbone, bf16=() if args.float32 else None)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -113,8 +113,10 @@ def _relative_paths(obj: Any, base: str) -> Any:
 
 
 def bundle(checkpoint: str | Path, report_json: str | Path | None = None, out: str | Path = DEFAULT_CHECKPOINT,
-           levels_json: str | Path | None = None, levels_method: str | None = None) -> dict[str, Any]:
-    """Copy `checkpoint` to `out` with its held-out results in the card; returns the new card."""
+           levels_json: str | Path | None = None, levels_method: str | None = None,
+           diffusion_on: str | None = None) -> dict[str, Any]:
+    """Copy `checkpoint` to `out` with its held-out results in the card (and, with `diffusion_on`,
+    that setting of `DiffusionConfig.on` in its config); returns the new card."""
     if report_json is None and levels_json is None:
         raise ValueError("name the held-out results: --levels (python -m iqa levels) and/or --report "
                          "(python -m iqa report --json)")
@@ -137,6 +139,10 @@ def bundle(checkpoint: str | Path, report_json: str | Path | None = None, out: s
         ev["levels"] = lv
         ev["checks"] = lv["checks"] + ev["checks"]
         ev["passed"] = all(c["passed"] for c in ev["checks"])
+    if diffusion_on is not None:
+        from iqa.assess import restore_windows
+        restore_windows([], diffusion_on)  # validates the name
+        model.cfg.diffusion.on = diffusion_on
     card = _relative_paths(card, str(Path.cwd()) + "/")
     card["evaluation"] = ev
     card["bundled"] = {"from": str(checkpoint), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
@@ -152,12 +158,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--levels", default=None, help="levels.json written by `python -m iqa levels` (the default's gate)")
     p.add_argument("--levels-method", default=None, help="its row for this checkpoint (default: the first checkpoint row)")
     p.add_argument("--out", default=str(DEFAULT_CHECKPOINT), help="destination folder (default: checkpoints/default)")
+    p.add_argument("--diffusion-on", default=None, choices=("image", "crops", "region"),
+                   help="where the bundled model's diffusion runs (default: the checkpoint's setting); "
+                        "the levels run should use the same (`levels --diffusion-on`)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        card = bundle(args.checkpoint, args.report, args.out, args.levels, args.levels_method)
+        card = bundle(args.checkpoint, args.report, args.out, args.levels, args.levels_method, args.diffusion_on)
     except (CheckpointError, FileNotFoundError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -151,11 +151,13 @@ def weights_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def checkpoint_method(name: str, path: str, crops: int, device: str = "auto") -> Method:
+def checkpoint_method(name: str, path: str, crops: int, device: str = "auto", diffusion_on: str | None = None,
+                      bf16: tuple[str, ...] | None = None) -> Method:
     from iqa.assess import load
-    assessor = load(path, device=device)
+    assessor = load(path, device=device, diffusion_on=diffusion_on, bf16=bf16)
     digest = weights_digest(path)
-    return Method(name, f"ckpt:{digest[:16]}:crops{crops}:image-noise", lambda a: assessor.assess(a, crops=crops, seed=0).score,
+    pipeline = f"noise-field:{assessor.cfg.diffusion.on}:bf16-{'+'.join(assessor.bf16) or 'none'}"
+    return Method(name, f"ckpt:{digest[:16]}:crops{crops}:{pipeline}", lambda a: assessor.assess(a, crops=crops, seed=0).score,
                   weights=digest)
 
 
@@ -282,7 +284,18 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
     p.add_argument("--out", default="runs/levels", help="folder for scores.jsonl (resume), levels.md, levels.json")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--diffusion-on", default=None, choices=("image", "crops", "region"),
+                   help="where the checkpoints' diffusion runs (default: each checkpoint's own setting)")
+    p.add_argument("--bf16", default="auto", metavar="STAGES",
+                   help="stages run under bf16 autocast: auto (the assessor's default for this CPU), none, or "
+                        "comma-separated names of diffusion, backbones, vcg")
     p.set_defaults(func=run)
+
+
+def _bf16(spec: str) -> tuple[str, ...] | None:
+    if spec == "auto":
+        return None
+    return tuple(s.strip() for s in spec.split(",") if s.strip() and s.strip() != "none")
 
 
 def _kinds(spec: str) -> list[str]:
@@ -311,7 +324,7 @@ def run(args) -> int:
             name, sep, path = spec.partition("=")
             if not sep:
                 name, path = Path(spec).name, spec
-            methods.append(checkpoint_method(name, path, args.crops, args.device))
+            methods.append(checkpoint_method(name, path, args.crops, args.device, args.diffusion_on, _bf16(args.bf16)))
         if not args.no_peers:
             methods += [peer_method(n) for n in PEER_NAMES]
     except (ValueError, OSError) as err:

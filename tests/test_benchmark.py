@@ -6,13 +6,15 @@ from tests.helpers import tiny_model
 
 
 def test_benchmark_reports_parameters_stages_and_brisque():
-    r = run_benchmark(Assessor(tiny_model(), device="cpu"), size=(256, 240), crops=2, warmup=False, repeats=2)
+    r = run_benchmark(Assessor(tiny_model(), device="cpu", bf16=("vcg",)), size=(256, 240), crops=2, warmup=False,
+                      repeats=2)
     assert r.parameters["total"] == sum(v for k, v in r.parameters.items() if k != "total")
     assert {"diffusion", "backbones", "vcg", "vda", "maps", "total"} <= set(r.seconds)
     assert 0 < r.best_s <= r.median_s and r.brisque_median_s > 0 and r.ratio > 0
     assert r.cached_s < r.best_s  # the repeated image comes from the assessor's memory
     text = format_result(r)
     assert "BRISQUE" in text and "ratio" in text and "cached re-analysis" in text and "target" in text
+    assert "diffusion on: region; bf16 autocast: vcg" in text  # what the timed pipeline ran
     with pytest.raises(ValueError, match="repeats"):
         run_benchmark(Assessor(tiny_model(), device="cpu"), repeats=0)
 

@@ -86,9 +86,11 @@ def test_bundle_with_the_levels_test_carries_it_and_needs_the_crop_report_too(ru
     from iqa.levels import weights_digest
     levels = _levels(tmp_path / "levels.json", weights_digest(run_best), 0.93, True)
     out = tmp_path / "default"
-    assert cli_main(["bundle", str(run_best), "--levels", str(levels), "--out", str(out)]) == 0
+    assert cli_main(["bundle", str(run_best), "--levels", str(levels), "--out", str(out),
+                     "--diffusion-on", "crops"]) == 0
     assert "levels test mean ρ 0.930" in capsys.readouterr().out
-    _, card = read_metadata(out)
+    cfg, card = read_metadata(out)
+    assert cfg.diffusion.on == "crops"  # where the bundled model's diffusion runs, as asked
     lv = card["evaluation"]["levels"]
     assert lv["method"] == "tiny" and lv["photos"] == 2 and set(lv["others"]) == {"BRISQUE"}
     assert is_provisional(card) and "ρ 0.93" in provisional_note(card)  # the crop SRCC is not measured

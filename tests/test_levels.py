@@ -67,5 +67,10 @@ def test_cli_writes_tables_and_refuses_unknown_kinds(tmp_path, capsys):
     assert [r["method"] for r in data["results"]] == ["tiny", "BRISQUE", "NIQE"]
     assert data["results"][1]["per_kind"]["blur"] > 0.5  # BRISQUE sees blur
     assert "| tiny |" in (out / "levels.md").read_text()
+    keys = {json.loads(line)["key"] for line in (out / "scores.jsonl").read_text().splitlines()}
+    assert any(":noise-field:region:bf16-" in k for k in keys)  # the pipeline keys the cache
+    assert cli_main(args + ["--out", str(tmp_path / "crops"), "--diffusion-on", "crops", "--bf16", "vcg"]) == 0
+    keys = {json.loads(line)["key"] for line in (tmp_path / "crops" / "scores.jsonl").read_text().splitlines()}
+    assert any(k.endswith(":noise-field:crops:bf16-vcg") for k in keys)
     assert cli_main(args[:5] + ["--kinds", "blurr"] + args[7:]) == 2
     assert "blurr" in capsys.readouterr().err
