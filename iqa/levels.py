@@ -152,13 +152,16 @@ def weights_digest(path: str | Path) -> str:
 
 
 def checkpoint_method(name: str, path: str, crops: int, device: str = "auto", diffusion_on: str | None = None,
-                      bf16: tuple[str, ...] | None = None) -> Method:
+                      bf16: tuple[str, ...] | None = None, noise_seed: int = 0) -> Method:
+    """A checkpoint as a `Method`, scored by `Assessor.assess(crops=crops, seed=noise_seed)`."""
     from iqa.assess import load
     assessor = load(path, device=device, diffusion_on=diffusion_on, bf16=bf16)
     digest = weights_digest(path)
     pipeline = f"noise-field:{assessor.cfg.diffusion.on}:bf16-{'+'.join(assessor.bf16) or 'none'}"
-    return Method(name, f"ckpt:{digest[:16]}:crops{crops}:{pipeline}", lambda a: assessor.assess(a, crops=crops, seed=0).score,
-                  weights=digest)
+    if noise_seed:
+        pipeline += f":noise-seed{noise_seed}"
+    return Method(name, f"ckpt:{digest[:16]}:crops{crops}:{pipeline}",
+                  lambda a: assessor.assess(a, crops=crops, seed=noise_seed).score, weights=digest)
 
 
 def peer_method(name: str) -> Method:
@@ -281,6 +284,9 @@ def register(subparsers) -> None:
                    help="leave out the full-reference pseudo-MOS (it defines the monotone KADID kinds)")
     p.add_argument("--crops", type=int, default=3, help="crops per image for the checkpoints")
     p.add_argument("--seed", type=int, default=0, help="seed of the distortions' realisations")
+    p.add_argument("--noise-seed", type=int, default=0,
+                   help="the checkpoints' diffusion noise seed (assess --seed); other values show how much the "
+                        "results move with the noise drawn for y1, y2")
     p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
     p.add_argument("--out", default="runs/levels", help="folder for scores.jsonl (resume), levels.md, levels.json")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -324,7 +330,8 @@ def run(args) -> int:
             name, sep, path = spec.partition("=")
             if not sep:
                 name, path = Path(spec).name, spec
-            methods.append(checkpoint_method(name, path, args.crops, args.device, args.diffusion_on, _bf16(args.bf16)))
+            methods.append(checkpoint_method(name, path, args.crops, args.device, args.diffusion_on, _bf16(args.bf16),
+                                             args.noise_seed))
         if not args.no_peers:
             methods += [peer_method(n) for n in PEER_NAMES]
     except (ValueError, OSError) as err:
