@@ -157,7 +157,9 @@ def checkpoint_method(name: str, path: str, crops: int, device: str = "auto", di
     from iqa.assess import load
     assessor = load(path, device=device, diffusion_on=diffusion_on, bf16=bf16)
     digest = weights_digest(path)
-    pipeline = f"noise-field:{assessor.cfg.diffusion.on}:bf16-{'+'.join(assessor.bf16) or 'none'}"
+    # the weights digest misses the config: the pipeline and the fusion weights change the score too
+    pipeline = (f"noise-field:{assessor.cfg.diffusion.on}:bf16-{'+'.join(assessor.bf16) or 'none'}"
+                f":fusion{assessor.cfg.vcg_weight:g},{assessor.cfg.vda_weight:g}")
     if noise_seed:
         pipeline += f":noise-seed{noise_seed}"
     return Method(name, f"ckpt:{digest[:16]}:crops{crops}:{pipeline}",

@@ -71,6 +71,6 @@ def test_cli_writes_tables_and_refuses_unknown_kinds(tmp_path, capsys):
     assert any(":noise-field:region:bf16-" in k for k in keys)  # the pipeline keys the cache
     assert cli_main(args + ["--out", str(tmp_path / "crops"), "--diffusion-on", "crops", "--bf16", "vcg"]) == 0
     keys = {json.loads(line)["key"] for line in (tmp_path / "crops" / "scores.jsonl").read_text().splitlines()}
-    assert any(k.endswith(":noise-field:crops:bf16-vcg") for k in keys)
+    assert any(":noise-field:crops:bf16-vcg:fusion1,1" in k for k in keys)  # tiny: S = S1 + S2
     assert cli_main(args[:5] + ["--kinds", "blurr"] + args[7:]) == 2
     assert "blurr" in capsys.readouterr().err
