@@ -206,7 +206,7 @@ class Assessor:
             score = score + self.cfg.vcg_weight * s1
         if self.model.vda is not None:
             t = time.perf_counter()
-            s2, f2, w2 = (v.float() for v in self.model.vda(feats.vda.float()))
+            s2, f2, w2 = self.model.vda(feats.vda.float())  # float32 even when the backbones ran in bf16
             timings["vda"] = time.perf_counter() - t
             score = score + self.cfg.vda_weight * s2
         t = time.perf_counter()
@@ -323,11 +323,17 @@ class Assessor:
         return PatchMaps(score=score, weight=weight, boxes=boxes_px.astype(np.int32))
 
 
+def check_restore_on(on: str) -> str:
+    """`on` if it is a value of `DiffusionConfig.on` (see `RESTORE_ON`), else a ValueError."""
+    if on not in RESTORE_ON:
+        raise ValueError(f"unknown diffusion.on {on!r}; choose one of {RESTORE_ON}")
+    return on
+
+
 def restore_windows(boxes, on: str) -> list[tuple[int, int, int, int]]:
     """The windows the diffusion restores for crop `boxes` (x0, y0, x1, y1): the boxes ("crops"), or
     ("region") their bounding rectangle when it holds fewer pixels than the boxes together."""
-    if on not in RESTORE_ON:
-        raise ValueError(f"unknown diffusion.on {on!r}; choose one of {RESTORE_ON}")
+    check_restore_on(on)
     boxes = [tuple(int(v) for v in b) for b in boxes]
     if on == "region" and len(boxes) > 1:
         x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
@@ -367,8 +373,7 @@ def load(checkpoint_or_preset: str | Path | None = None, device: str = "auto",
     `diffusion_on`: where the diffusion runs (`DiffusionConfig.on`) instead of the checkpoint's setting."""
     assessor = _load(checkpoint_or_preset, device, allow_random_backbone, bf16)
     if diffusion_on is not None:
-        restore_windows([], diffusion_on)  # validates the name
-        assessor.cfg.diffusion.on = diffusion_on
+        assessor.cfg.diffusion.on = check_restore_on(diffusion_on)
     return assessor
 
 

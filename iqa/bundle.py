@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from iqa.assess import DEFAULT_CHECKPOINT
+from iqa.assess import DEFAULT_CHECKPOINT, RESTORE_ON, check_restore_on
 from iqa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 SRCC_AGREEMENT = 1e-3  # the report and the run's own test SRCC on the same images must agree this closely
@@ -140,9 +140,7 @@ def bundle(checkpoint: str | Path, report_json: str | Path | None = None, out: s
         ev["checks"] = lv["checks"] + ev["checks"]
         ev["passed"] = all(c["passed"] for c in ev["checks"])
     if diffusion_on is not None:
-        from iqa.assess import restore_windows
-        restore_windows([], diffusion_on)  # validates the name
-        model.cfg.diffusion.on = diffusion_on
+        model.cfg.diffusion.on = check_restore_on(diffusion_on)
     card = _relative_paths(card, str(Path.cwd()) + "/")
     card["evaluation"] = ev
     card["bundled"] = {"from": str(checkpoint), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
@@ -158,7 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--levels", default=None, help="levels.json written by `python -m iqa levels` (the default's gate)")
     p.add_argument("--levels-method", default=None, help="its row for this checkpoint (default: the first checkpoint row)")
     p.add_argument("--out", default=str(DEFAULT_CHECKPOINT), help="destination folder (default: checkpoints/default)")
-    p.add_argument("--diffusion-on", default=None, choices=("image", "crops", "region"),
+    p.add_argument("--diffusion-on", default=None, choices=RESTORE_ON,
                    help="where the bundled model's diffusion runs (default: the checkpoint's setting); "
                         "the levels run should use the same (`levels --diffusion-on`)")
     p.set_defaults(func=run)

@@ -36,7 +36,9 @@ from iqa.vcg import to_grid
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 3  # 2: per-image noise seeds; 3: one starting-noise field per image; bump when the entry format or the restoration pipeline changes
+# Bump when the entry format or the restoration pipeline changes. 2: per-image noise seeds; 3: one
+# starting-noise field per image.
+CACHE_VERSION = 3
 FEATURE_VERSION = 1
 HASH_CHUNK = 1 << 20
 FP16_MAX = float(np.finfo(np.float16).max)

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 from scipy.stats import spearmanr
 
+from iqa.assess import RESTORE_ON
 from iqa.data.distortions import KINDS
 from iqa.data.plain import PLAIN_KINDS, all_kinds
 from iqa.data.stream import StreamConfig, training_photos
@@ -292,7 +293,7 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
     p.add_argument("--out", default="runs/levels", help="folder for scores.jsonl (resume), levels.md, levels.json")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--diffusion-on", default=None, choices=("image", "crops", "region"),
+    p.add_argument("--diffusion-on", default=None, choices=RESTORE_ON,
                    help="where the checkpoints' diffusion runs (default: each checkpoint's own setting)")
     p.add_argument("--bf16", default="auto", metavar="STAGES",
                    help="stages run under bf16 autocast: auto (the assessor's default for this CPU), none, or "
