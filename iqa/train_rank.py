@@ -31,7 +31,7 @@ from torch import nn
 from iqa.assess import resolve_device
 from iqa.attention import score_mlp
 from iqa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from iqa.data.stream import Batch, SeriesStream, StreamConfig, ordered_pairs
+from iqa.data.stream import CLEAN, Batch, SeriesStream, StreamConfig, ordered_pairs
 from iqa.model import DiffV2IQA
 from iqa.training import JsonlLog, atomic_save, load_state, seed_everything
 
@@ -66,6 +66,7 @@ class RankConfig:
     weight_decay: float = 1e-4
     loss: str = "both"
     margin: float = 0.05
+    clean_weight: float = 1.0  # weight of the pairs "clean above a distortion" in the hinge (mild levels: the hard ones)
     mse_weight: float = 0.5
     local_weight: float = 0.0  # weight of the MSE of the VCG patch scores to the local quality maps
     revive_vcg: bool = False  # restart the VCG score layer as a sigmoid (patch scores on 0-1) when a run starts
@@ -172,12 +173,15 @@ def train_mode(model: DiffV2IQA) -> None:
             freeze_norms(bb)
 
 
-def rank_loss(scores: torch.Tensor, batch: Batch, margin: float) -> tuple[torch.Tensor, float]:
-    """Hinge over every ordered pair of the batch's series: mean(relu(margin - (s_better - s_worse))),
-    and the share of pairs already ordered."""
+def rank_loss(scores: torch.Tensor, batch: Batch, margin: float,
+              clean_weight: float = 1.0) -> tuple[torch.Tensor, float]:
+    """Hinge over every ordered pair of the batch's series, relu(margin - (s_better - s_worse)), averaged
+    with weight `clean_weight` on the pairs whose better item is the clean crop (1 elsewhere), and the
+    share of pairs already ordered."""
     better, worse = ordered_pairs(batch)
     diff = scores[better] - scores[worse]
-    return F.relu(margin - diff).mean(), float((diff > 0).float().mean())
+    w = torch.where(batch.kind[better].to(diff.device) == CLEAN, clean_weight, 1.0).to(diff)
+    return (w * F.relu(margin - diff)).sum() / w.sum(), float((diff > 0).float().mean())
 
 
 def step_loss(model: DiffV2IQA, batch: Batch, cfg: RankConfig, device: torch.device) -> tuple[torch.Tensor, StepStats]:
@@ -188,7 +192,7 @@ def step_loss(model: DiffV2IQA, batch: Batch, cfg: RankConfig, device: torch.dev
         states = states.expand(-1, 4, -1, -1, -1)
     q = model(states)
     scores = q.score.float()
-    rank, acc = rank_loss(scores, batch, cfg.margin)
+    rank, acc = rank_loss(scores, batch, cfg.margin, cfg.clean_weight)
     mse = F.mse_loss(scores, batch.mos.to(device).float())
     total = {"both": rank + cfg.mse_weight * mse, "rank": rank, "mse": mse}[cfg.loss]
     local = torch.zeros(())
@@ -379,6 +383,8 @@ def register(subparsers) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     p.add_argument("--loss", choices=LOSSES, default=d.loss, help="hinge + MSE, hinge only, or MSE only")
     p.add_argument("--margin", type=float, default=d.margin, help="hinge margin")
+    p.add_argument("--clean-weight", type=float, default=d.clean_weight,
+                   help="weight of the clean-above-distortion pairs in the hinge (1: every pair alike)")
     p.add_argument("--mse-weight", type=float, default=d.mse_weight, help="weight of the MSE to pseudo-MOS")
     p.add_argument("--local-weight", type=float, default=d.local_weight,
                    help="weight of the MSE of the VCG patch scores to local quality maps (0: off)")
@@ -426,7 +432,7 @@ def run(args) -> int:
                      free_from_block=None if args.free_from_block < 0 else args.free_from_block,
                      lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
                      lr_patch_head=args.lr_patch_head, weight_decay=args.weight_decay,
-                     loss=args.loss, margin=args.margin, mse_weight=args.mse_weight,
+                     loss=args.loss, margin=args.margin, clean_weight=args.clean_weight, mse_weight=args.mse_weight,
                      local_weight=args.local_weight, revive_vcg=args.revive_vcg, local_skip=args.local_skip,
                      save_every_min=args.save_every_min, max_minutes=args.max_minutes,
                      snapshot_every_min=args.snapshot_every_min,

@@ -37,6 +37,20 @@ def test_rank_loss_is_zero_only_when_every_pair_is_ordered_by_the_margin():
     assert loss > 0 and acc == pytest.approx(2 / 3)
 
 
+def test_clean_weight_scales_only_the_clean_pairs():
+    b = Batch(states=torch.zeros(3, 1, 3, 4, 4, dtype=torch.uint8), series=torch.zeros(3, dtype=torch.long),
+              kind=torch.tensor([CLEAN, 0, 0]), level=torch.tensor([0, 1, 2]), mos=torch.zeros(3),
+              local=torch.zeros(3, 1, 1))
+    # pairs (clean, 1), (clean, 2), (1, 2); only (clean, 1) is inside the margin: hinge 0.05 - 0.02 = 0.03
+    scores = torch.tensor([0.52, 0.5, 0.1])
+    plain, _ = rank_loss(scores, b, margin=0.05)
+    heavy, _ = rank_loss(scores, b, margin=0.05, clean_weight=3.0)
+    assert plain.item() == pytest.approx(0.03 / 3)
+    assert heavy.item() == pytest.approx(3 * 0.03 / 7)  # weights 3, 3, 1
+    inside = torch.tensor([0.9, 0.5, 0.48])  # only the within-kind pair (1, 2) violates: down-weighted share
+    assert rank_loss(inside, b, 0.05, clean_weight=3.0)[0].item() == pytest.approx(0.03 / 7)
+
+
 def test_prepare_trains_later_stages_and_heads_only():
     model = tiny_model()
     groups = prepare(model, RankConfig(free_from_block=3))
