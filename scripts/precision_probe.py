@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,12 +68,13 @@ def probe_images(photos: list[Path], side: int) -> list[np.ndarray]:
     return out
 
 
-def run_variants(assessor: Assessor, images: list[np.ndarray], variants=VARIANTS) -> list[VariantResult]:
-    """Score `images` under each variant (the assessor's config and bf16 stages are switched in turn)."""
+def run_variants(assessor_for: Callable[[Variant], Assessor], images: list[np.ndarray],
+                 variants=VARIANTS) -> list[VariantResult]:
+    """Score `images` under each variant with the assessor `assessor_for(variant)` builds for it (a fresh
+    one each, so no result is served from another variant's memory)."""
     scores, results = [], []
     for v in variants:
-        assessor.cfg.diffusion.on, assessor.bf16 = v.on, v.bf16
-        assessor._recent.clear()
+        assessor = assessor_for(v)
         runs = [assessor.assess(a, seed=v.seed) for a in images]
         s = np.array([r.score for r in runs])
         scores.append(s)
@@ -91,11 +93,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     photos = training_photos(StreamConfig(photos=args.photos, part="test"))
     photos = photos[:args.limit] if args.limit else photos
-    assessor = load(args.checkpoint, device="cpu")
     images = probe_images(photos, args.side)
     print(f"{len(images)} images ({len(photos)} photos at {args.side} px, plain kinds at levels {PROBE_LEVELS})")
     print(f"{'variant':45s} {'median s':>9s} {'mean |Δ|':>9s} {'max |Δ|':>9s}")
-    for r in run_variants(assessor, images):
+    for r in run_variants(lambda v: load(args.checkpoint, device="cpu", bf16=v.bf16, diffusion_on=v.on), images):
         print(f"{r.name:45s} {r.median_s:9.3f} {r.mean_abs_change:9.4f} {r.max_abs_change:9.4f}")
     return 0
 
