@@ -297,6 +297,8 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
         raise RankError("--local-skip needs --revive-vcg: the score MLP is rebuilt for the wider input")
     if cfg.loss not in LOSSES:
         raise RankError(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
+    if not cfg.clean_weight > 0:
+        raise RankError(f"--clean-weight {cfg.clean_weight}: must be > 0 (1 weighs every pair alike)")
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)

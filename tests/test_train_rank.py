@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from iqa.checkpoint import load_checkpoint, save_checkpoint
 from iqa.cli import main as cli_main
 from iqa.data.stream import CLEAN, Batch
-from iqa.train_rank import REVIVE_START, RankConfig, prepare, rank_loss, stages
+from iqa.train_rank import REVIVE_START, RankConfig, RankError, prepare, rank_loss, stages, train
 
 from helpers import tiny_model
 from test_stream import _photos
@@ -49,6 +49,11 @@ def test_clean_weight_scales_only_the_clean_pairs():
     assert heavy.item() == pytest.approx(3 * 0.03 / 7)  # weights 3, 3, 1
     inside = torch.tensor([0.9, 0.5, 0.48])  # only the within-kind pair (1, 2) violates: down-weighted share
     assert rank_loss(inside, b, 0.05, clean_weight=3.0)[0].item() == pytest.approx(0.03 / 7)
+
+
+def test_a_non_positive_clean_weight_is_refused_before_anything_loads(tmp_path):
+    with pytest.raises(RankError, match="clean-weight"):
+        train(RankConfig(init=str(tmp_path / "missing"), clean_weight=0.0), tmp_path / "out")
 
 
 def test_prepare_trains_later_stages_and_heads_only():
