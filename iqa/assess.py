@@ -170,7 +170,8 @@ class Assessor:
         img, notices, source = self.prepare(image, name)
         h, w = img.shape[:2]
         k = DEFAULT_CROPS if crops is None else crops
-        key = (hashlib.sha256(img.tobytes()).hexdigest(), img.shape, k, steps, seed)
+        # the pipeline settings are part of the key: a caller may switch them on a live assessor
+        key = (hashlib.sha256(img.tobytes()).hexdigest(), img.shape, k, steps, seed, self.cfg.diffusion.on, self.bf16)
         if key in self._recent:
             self._recent.move_to_end(key)
             report(1.0, "done (assessed before with these settings)")

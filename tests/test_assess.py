@@ -116,6 +116,8 @@ def test_same_image_and_settings_come_from_memory():
     assert again.cached and not first.cached and again.score == first.score
     other = a.assess(img, crops=2, seed=5)
     assert not other.cached and other.score != first.score  # another seed: other noise in y1/y2
+    a.bf16 = ("vcg",)
+    assert not a.assess(img, crops=2).cached  # other pipeline settings: computed again, not served from memory
 
 
 def test_channels_last_changes_no_score():
