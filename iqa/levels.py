@@ -276,7 +276,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("levels", help="does the score fall as distortions grow? (held-out photos, own size)",
                               description=__doc__)
     p.add_argument("--photos", required=True, help="folder of pristine photos (split by name as `splits` does)")
-    p.add_argument("--part", default="test", help="part of the split to use (train, val or test)")
+    p.add_argument("--part", default="test", help="part of the split to use (train, val or test; all: every photo, unsplit)")
     p.add_argument("--ratios", default=s.ratios, help="train:val:test split of the photos")
     p.add_argument("--split-seed", type=int, default=s.split_seed, help="seed of the photo split")
     p.add_argument("--kinds", default="plain", help="plain, kadid, all, or comma-separated kind names")

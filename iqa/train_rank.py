@@ -41,6 +41,7 @@ REVIVE_FUSION = (0.5, 0.5)  # (vcg_weight, vda_weight) of a revived model: S is 
 LOG = "log.jsonl"
 LOG_EVERY = 10  # steps between log lines
 LOSSES = ("both", "rank", "mse")
+DIFFUSION_IN = ("workers", "trainer")
 
 
 class RankError(ValueError):
@@ -75,6 +76,7 @@ class RankConfig:
     max_minutes: float = 0.0  # stop (saved, resumable) after this many minutes of this invocation; 0: no limit
     snapshot_every_min: float = 30.0
     threads: int = 1
+    diffusion_in: str = "workers"  # where the states y0-y2 are made: the stream's CPU workers, or the trainer's device
     channels_last: bool = True  # 1.8x the images/s of float32 NCHW on the 2-core CPU (`benchmark --train`)
     device: str = "auto"
     seed: int = 0
@@ -94,7 +96,8 @@ class RankConfig:
     def same_run(self, other: "RankConfig") -> list[str]:
         """Settings that differ from a saved run's (steps, saving, threads, workers and the buffer may
         change on resume)."""
-        free = {"steps", "save_every_min", "max_minutes", "snapshot_every_min", "threads", "channels_last", "device"}
+        free = {"steps", "save_every_min", "max_minutes", "snapshot_every_min", "threads", "channels_last", "device",
+                "diffusion_in"}
         a, b = self.to_dict(), other.to_dict()
         for d in (a, b):
             for key in ("workers", "buffer"):
@@ -184,10 +187,24 @@ def rank_loss(scores: torch.Tensor, batch: Batch, margin: float,
     return (w * F.relu(margin - diff)).sum() / w.sum(), float((diff > 0).float().mean())
 
 
-def step_loss(model: DiffV2IQA, batch: Batch, cfg: RankConfig, device: torch.device) -> tuple[torch.Tensor, StepStats]:
+@torch.no_grad()
+def diffusion_states(diffusion, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """(B, 1, 3, c, c) x in [-1, 1] -> (B, 4, 3, c, c) x, y0, y1, y2 on x's device, rounded to 8 bits as
+    the stream's workers round them (`add_diffusion_states`)."""
+    r = diffusion.restore(x[:, 0], generator=generator)
+    st = torch.stack([x[:, 0], r.y0, r.y1, r.y2], dim=1).clamp(-1, 1)
+    return ((st + 1) * 127.5).round() / 127.5 - 1
+
+
+def step_loss(model: DiffV2IQA, batch: Batch, cfg: RankConfig, device: torch.device,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, StepStats]:
+    """The step's loss on one batch; with `cfg.diffusion_in == "trainer"` the batch holds x only and the
+    diffusion states are made here, on `device` (noise from `generator`)."""
     states = batch.states.to(device).float() / 127.5 - 1
     if model.cfg.use_diffusion and states.shape[1] == 1:
-        raise RankError("the stream gives x only but the model uses diffusion states")
+        if cfg.diffusion_in != "trainer":
+            raise RankError("the stream gives x only but the model uses diffusion states")
+        states = diffusion_states(model.diffusion, states, generator)
     if states.shape[1] == 1:
         states = states.expand(-1, 4, -1, -1, -1)
     q = model(states)
@@ -299,6 +316,8 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
         raise RankError(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
     if not cfg.clean_weight > 0:
         raise RankError(f"--clean-weight {cfg.clean_weight}: must be > 0 (1 weighs every pair alike)")
+    if cfg.diffusion_in not in DIFFUSION_IN:
+        raise RankError(f"--diffusion-in {cfg.diffusion_in!r}: choose one of {', '.join(DIFFUSION_IN)}")
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -324,14 +343,16 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
     def save(where: Path) -> None:
         save_checkpoint(model, where, _card(cfg, init_card, progress["step"], progress["hours"], progress["images"]))
 
-    with SeriesStream(cfg.stream, model.diffusion, start=start) as stream:
+    in_workers = model.diffusion if cfg.diffusion_in == "workers" else None
+    noise = torch.Generator().manual_seed(cfg.seed * 1_000_003 + start)  # the trainer's diffusion noise
+    with SeriesStream(cfg.stream, in_workers, start=start) as stream:
         train_mode(model)
         try:
             for step in range(start + 1, cfg.steps + 1):
                 batch = stream.batch(cfg.series_per_batch)
                 t0 = time.time()
                 opt.zero_grad(set_to_none=True)
-                loss, stats = step_loss(model, batch, cfg, device)
+                loss, stats = step_loss(model, batch, cfg, device, noise)
                 loss.backward()
                 opt.step()
                 window.append((stats, time.time() - t0))
@@ -416,6 +437,12 @@ def register(subparsers) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
                    help="channels_last memory format (faster on CPUs with AVX-512)")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--diffusion-in", choices=DIFFUSION_IN, default=d.diffusion_in,
+                   help="where the diffusion states are made: the CPU stream workers, or the trainer's device "
+                        "(a GPU: the workers then only distort and label, several times as many series/s)")
+    p.add_argument("--part", default=s.part,
+                   help="part of the photos' name split to train on (all: every photo of --photos, for a "
+                        "folder that holds only training photos)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.set_defaults(func=run)
 
@@ -425,7 +452,7 @@ def _interrupt(signum, frame):
 
 
 def run(args) -> int:
-    stream = StreamConfig(photos=args.photos, ratios=args.ratios, split_seed=args.split_seed, crop=args.crop,
+    stream = StreamConfig(photos=args.photos, part=args.part, ratios=args.ratios, split_seed=args.split_seed, crop=args.crop,
                           kinds=tuple(args.kinds), kinds_per_series=args.kinds_per_series,
                           plain_share=args.plain_share, region_share=args.region_share, levels_per_kind=args.levels_per_kind, buffer=args.buffer, workers=args.workers,
                           seed=args.seed)
@@ -438,7 +465,8 @@ def run(args) -> int:
                      local_weight=args.local_weight, revive_vcg=args.revive_vcg, local_skip=args.local_skip,
                      save_every_min=args.save_every_min, max_minutes=args.max_minutes,
                      snapshot_every_min=args.snapshot_every_min,
-                     threads=args.threads, channels_last=args.channels_last, device=args.device, seed=args.seed, stream=stream)
+                     threads=args.threads, diffusion_in=args.diffusion_in, channels_last=args.channels_last,
+                     device=args.device, seed=args.seed, stream=stream)
     signal.signal(signal.SIGTERM, _interrupt)  # a kill saves the state like Ctrl-C
     try:
         train(cfg, args.out)

@@ -46,6 +46,8 @@ def test_only_the_chosen_part_is_drawn(tmp_path):
     assert not (parts["train"] & parts["test"]) and not (parts["train"] & parts["val"])
     with pytest.raises(ValueError, match="part"):
         training_photos(StreamConfig(photos=str(root), part="holdout", ratios="3:1:1"))
+    every = training_photos(StreamConfig(photos=str(root), part="all", ratios="3:1:1"))
+    assert len(every) == 5  # "all": a folder that holds one part already, unsplit
 
 
 def test_diffusion_states_are_added():

@@ -159,6 +159,30 @@ def test_local_loss_trains_the_patch_scores_and_revive_restarts_them():
     assert on.item() == pytest.approx(off.item() + 2.0 * stats_on.local, rel=1e-4)
 
 
+def test_the_trainer_can_make_the_diffusion_states_itself():
+    import dataclasses
+
+    import numpy as np
+
+    from iqa.data.stream import StreamConfig, add_diffusion_states, make_series
+    from iqa.train_rank import step_loss
+    from helpers import photo
+    model = tiny_model().eval()
+    s = make_series(photo(120, 90), StreamConfig(crop=model.cfg.crop, kinds=("blur",), kinds_per_series=1,
+                                                 levels_per_kind=2), np.random.default_rng(0))
+    x_only = Batch(states=torch.from_numpy(s.states), series=torch.zeros(3, dtype=torch.long),
+                   kind=torch.from_numpy(s.kind), level=torch.from_numpy(s.level),
+                   mos=torch.from_numpy(s.mos), local=torch.from_numpy(s.local))
+    with pytest.raises(RankError, match="x only"):
+        step_loss(model, x_only, RankConfig(), torch.device("cpu"))
+    cfg = RankConfig(diffusion_in="trainer")
+    mine, _ = step_loss(model, x_only, cfg, torch.device("cpu"), torch.Generator().manual_seed(3))
+    full = add_diffusion_states(s, model.diffusion, torch.Generator().manual_seed(3))
+    theirs, _ = step_loss(model, dataclasses.replace(x_only, states=torch.from_numpy(full.states)), cfg,
+                          torch.device("cpu"))
+    assert torch.isfinite(mine) and mine.item() == pytest.approx(theirs.item(), rel=1e-4)  # the workers' states
+
+
 def test_a_revived_model_saves_and_loads_with_its_sigmoid_head(tmp_path):
     from iqa.train_rank import revive_score_head
     model = tiny_model()

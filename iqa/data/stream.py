@@ -29,6 +29,7 @@ from iqa.images import load_image
 
 DISTORT_MARGIN = 16  # px distorted around the crop and cut off, so filters see real content at the edges
 QUEUE_SERIES = 4  # series a worker may have made ahead of the trainer
+ALL_PHOTOS = "all"  # the part that takes every photo of the folder, unsplit
 CLEAN = -1  # kind index of the clean crop in a series
 MIN_CROP = 48  # the pseudo-MOS metrics (VIF) need at least 41 px
 REGION_SIDE = (0.25, 0.75)  # side of a damaged region, as a share of the crop side
@@ -39,7 +40,8 @@ MAX_LOCAL_GAIN = 4.0  # beyond this stretch of the SSIM map onto the pseudo-MOS,
 @dataclass
 class StreamConfig:
     """What the stream draws. `photos`: a folder of pristine photos, split by name like `splits`
-    (`ratios`, `split_seed`), of which only `part` is used. `scale`: range of the factor the photo is
+    (`ratios`, `split_seed`), of which only `part` is used ("all": every photo of the folder, for a
+    folder that already holds only one part, e.g. the training photos copied onto a GPU machine). `scale`: range of the factor the photo is
     resized by before cropping (1 = its own size). `kinds`: names from `iqa.data.plain.all_kinds()`
     (empty = all 31). `plain_share`: the chance that a drawn kind is one of the six plain kinds (the
     levels test's), the rest spread evenly over the others; None draws all kinds evenly.
@@ -125,9 +127,12 @@ class Batch:
 def training_photos(cfg: StreamConfig) -> list[Path]:
     """The photos of `cfg.part` of the name split of `cfg.photos`."""
     sources = find_sources(Path(cfg.photos))
+    if cfg.part == ALL_PHOTOS:
+        return [s.path for s in sources]
     parts = split_groups([s.name for s in sources], cfg.ratios, cfg.split_seed)
     if cfg.part not in parts:
-        raise ValueError(f"part {cfg.part!r} is not one of {', '.join(parts)} for ratios {cfg.ratios}")
+        raise ValueError(f"part {cfg.part!r} is not one of {', '.join(parts)} for ratios {cfg.ratios}, "
+                         f"or {ALL_PHOTOS!r}")
     chosen = set(parts[cfg.part])
     return [s.path for s in sources if s.name in chosen]
 
