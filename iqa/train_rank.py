@@ -261,12 +261,18 @@ def load_model(cfg: RankConfig) -> tuple[DiffV2IQA, dict]:
     return model, card
 
 
+def _accelerator(device: str) -> str | None:
+    """The GPU's name when the run trains on one (the card's record of where it ran), else None."""
+    dev = resolve_device(device)
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
+
+
 def _card(cfg: RankConfig, init_card: dict, step: int, hours: float, images: int) -> dict:
     return {"trained": True, "stage": "train-rank", "init": cfg.init,
             "init_training": init_card.get("training"), "diffusion_training": init_card.get("diffusion_training"),
             "rank_training": {"config": cfg.to_dict(), "steps": step, "images_seen": images,
                               "wall_hours": round(hours, 3), "threads": cfg.threads,
-                              "workers": cfg.stream.workers,
+                              "workers": cfg.stream.workers, "accelerator": _accelerator(cfg.device),
                               "cpu_core_hours": round(hours * (cfg.threads + cfg.stream.workers), 3)},
             "backbone_weights": init_card.get("backbone_weights"),
             "command": shlex.join(["python", "-m", "iqa", *sys.argv[1:]])}
