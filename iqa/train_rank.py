@@ -42,6 +42,7 @@ LOG = "log.jsonl"
 LOG_EVERY = 10  # steps between log lines
 LOSSES = ("both", "rank", "mse")
 DIFFUSION_IN = ("workers", "trainer")
+NOISE_SEED_STRIDE = 1_000_003  # the trainer's diffusion noise is seeded by seed * stride + the step it resumes from
 
 
 class RankError(ValueError):
@@ -350,7 +351,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
         save_checkpoint(model, where, _card(cfg, init_card, progress["step"], progress["hours"], progress["images"]))
 
     in_workers = model.diffusion if cfg.diffusion_in == "workers" else None
-    noise = torch.Generator().manual_seed(cfg.seed * 1_000_003 + start)  # the trainer's diffusion noise
+    noise = torch.Generator().manual_seed(cfg.seed * NOISE_SEED_STRIDE + start)
     with SeriesStream(cfg.stream, in_workers, start=start) as stream:
         train_mode(model)
         try:
@@ -458,9 +459,10 @@ def _interrupt(signum, frame):
 
 
 def run(args) -> int:
-    stream = StreamConfig(photos=args.photos, part=args.part, ratios=args.ratios, split_seed=args.split_seed, crop=args.crop,
-                          kinds=tuple(args.kinds), kinds_per_series=args.kinds_per_series,
-                          plain_share=args.plain_share, region_share=args.region_share, levels_per_kind=args.levels_per_kind, buffer=args.buffer, workers=args.workers,
+    stream = StreamConfig(photos=args.photos, part=args.part, ratios=args.ratios, split_seed=args.split_seed,
+                          crop=args.crop, kinds=tuple(args.kinds), kinds_per_series=args.kinds_per_series,
+                          plain_share=args.plain_share, region_share=args.region_share,
+                          levels_per_kind=args.levels_per_kind, buffer=args.buffer, workers=args.workers,
                           seed=args.seed)
     cfg = RankConfig(init=args.init, no_diffusion=args.no_diffusion, steps=args.steps,
                      series_per_batch=args.series_per_batch,

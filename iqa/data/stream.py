@@ -41,10 +41,11 @@ MAX_LOCAL_GAIN = 4.0  # beyond this stretch of the SSIM map onto the pseudo-MOS,
 class StreamConfig:
     """What the stream draws. `photos`: a folder of pristine photos, split by name like `splits`
     (`ratios`, `split_seed`), of which only `part` is used ("all": every photo of the folder, for a
-    folder that already holds only one part, e.g. the training photos copied onto a GPU machine). `scale`: range of the factor the photo is
-    resized by before cropping (1 = its own size). `kinds`: names from `iqa.data.plain.all_kinds()`
-    (empty = all 31). `plain_share`: the chance that a drawn kind is one of the six plain kinds (the
-    levels test's), the rest spread evenly over the others; None draws all kinds evenly.
+    folder that already holds only one part, e.g. the training photos copied onto a GPU machine).
+    `scale`: range of the factor the photo is resized by before cropping (1 = its own size).
+    `kinds`: names from `iqa.data.plain.all_kinds()` (empty = all 31). `plain_share`: the chance that
+    a drawn kind is one of the six plain kinds (the levels test's), the rest spread evenly over the
+    others; None draws all kinds evenly.
     `region_share`: the chance that a kind damages only a random rectangle of the crop (the same
     rectangle at each of its levels, so the order still holds), which teaches the patch maps where.
     `grid`: side of the model's token grid; each image's local quality target is pooled to it."""
