@@ -74,3 +74,11 @@ def test_cli_writes_tables_and_refuses_unknown_kinds(tmp_path, capsys):
     assert any(":noise-field:crops:bf16-vcg:fusion1,1" in k for k in keys)  # tiny: S = S1 + S2
     assert cli_main(args[:5] + ["--kinds", "blurr"] + args[7:]) == 2
     assert "blurr" in capsys.readouterr().err
+
+
+def test_the_noise_seed_is_part_of_a_checkpoints_cache_key(tmp_path):
+    from iqa.levels import checkpoint_method
+    save_checkpoint(tiny_model(), tmp_path / "m", {"trained": False})
+    keys = [checkpoint_method("m", str(tmp_path / "m"), crops=1, device="cpu", noise_seed=s).key for s in (0, 1, 2)]
+    assert len(set(keys)) == 3  # a cached score is never reused for another noise seed
+    assert "noise-seed" not in keys[0]  # seed 0 keeps the keys of runs made before the option existed
