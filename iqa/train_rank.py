@@ -31,7 +31,7 @@ from torch import nn
 from iqa.assess import resolve_device
 from iqa.attention import score_mlp
 from iqa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from iqa.data.stream import CLEAN, Batch, SeriesStream, StreamConfig, ordered_pairs
+from iqa.data.stream import CLEAN, Batch, SeriesStream, StreamConfig, diffusion_states, ordered_pairs
 from iqa.model import DiffV2IQA
 from iqa.training import JsonlLog, atomic_save, load_state, seed_everything
 
@@ -188,24 +188,16 @@ def rank_loss(scores: torch.Tensor, batch: Batch, margin: float,
     return (w * F.relu(margin - diff)).sum() / w.sum(), float((diff > 0).float().mean())
 
 
-@torch.no_grad()
-def diffusion_states(diffusion, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """(B, 1, 3, c, c) x in [-1, 1] -> (B, 4, 3, c, c) x, y0, y1, y2 on x's device, rounded to 8 bits as
-    the stream's workers round them (`add_diffusion_states`)."""
-    r = diffusion.restore(x[:, 0], generator=generator)
-    st = torch.stack([x[:, 0], r.y0, r.y1, r.y2], dim=1).clamp(-1, 1)
-    return ((st + 1) * 127.5).round() / 127.5 - 1
-
-
 def step_loss(model: DiffV2IQA, batch: Batch, cfg: RankConfig, device: torch.device,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, StepStats]:
     """The step's loss on one batch; with `cfg.diffusion_in == "trainer"` the batch holds x only and the
     diffusion states are made here, on `device` (noise from `generator`)."""
-    states = batch.states.to(device).float() / 127.5 - 1
+    states = batch.states.to(device)
     if model.cfg.use_diffusion and states.shape[1] == 1:
         if cfg.diffusion_in != "trainer":
             raise RankError("the stream gives x only but the model uses diffusion states")
-        states = diffusion_states(model.diffusion, states, generator)
+        states = diffusion_states(states[:, 0], model.diffusion, generator)
+    states = states.float() / 127.5 - 1
     if states.shape[1] == 1:
         states = states.expand(-1, 4, -1, -1, -1)
     q = model(states)

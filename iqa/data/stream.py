@@ -209,14 +209,21 @@ def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, 
 
 
 @torch.no_grad()
-def add_diffusion_states(series: Series, diffusion, generator: torch.Generator, steps: int | None = None,
-                         keep_steps: tuple[int, int] | None = None) -> Series:
-    """Replace series.states (N, 1, 3, c, c) by (N, 4, 3, c, c): x and the diffusion network's y0, y1, y2
-    (sampler settings from the network's config unless given)."""
-    x = torch.from_numpy(series.states[:, 0]).float() / 127.5 - 1
+def diffusion_states(x: torch.Tensor, diffusion, generator: torch.Generator | None, steps: int | None = None,
+                     keep_steps: tuple[int, int] | None = None) -> torch.Tensor:
+    """(N, 3, c, c) uint8 crops -> (N, 4, 3, c, c) uint8 x, y0, y1, y2 on x's device (sampler settings from
+    the network's config unless given). Made in the stream's workers, or by the trainer on its GPU."""
+    x = x.float() / 127.5 - 1
     r = diffusion.restore(x, steps=steps, keep_steps=keep_steps, generator=generator)
     st = torch.stack([x, r.y0, r.y1, r.y2], dim=1)
-    series.states = ((st.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return ((st.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def add_diffusion_states(series: Series, diffusion, generator: torch.Generator, steps: int | None = None,
+                         keep_steps: tuple[int, int] | None = None) -> Series:
+    """Replace series.states (N, 1, 3, c, c) by (N, 4, 3, c, c) (`diffusion_states`)."""
+    series.states = diffusion_states(torch.from_numpy(series.states[:, 0]), diffusion, generator, steps,
+                                     keep_steps).numpy()
     return series
 
 
