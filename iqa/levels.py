@@ -176,7 +176,7 @@ def peer_method(name: str) -> Method:
 def label(image: np.ndarray, reference: np.ndarray) -> float:
     """Full-reference pseudo-MOS of `image` against `reference`, both resized to LABEL_SIDE (long side)."""
     import cv2
-    from iqa.data.synth import pseudo_mos
+    from iqa.data.pseudo_mos import pseudo_mos
     h, w = reference.shape[:2]
     f = min(1.0, LABEL_SIDE / max(h, w))
     size = (max(1, round(w * f)), max(1, round(h * f)))

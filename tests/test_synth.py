@@ -15,8 +15,11 @@ from skimage import data
 from iqa.cli import main
 from iqa.data import synth
 from iqa.data.distortions import KINDS, LEVELS
-from iqa.data.synth import (META_COLUMNS, METRICS, PRISTINE_KIND, SynthConfig, SynthError, contact_sheet,
-                            kind_rng, pseudo_mos, random_crops, select_levels, synthesize)
+from iqa.data import contact_sheet as contact_sheet_module
+from iqa.data.contact_sheet import contact_sheet
+from iqa.data.pseudo_mos import METRICS, pseudo_mos
+from iqa.data.synth import (META_COLUMNS, PRISTINE_KIND, SynthConfig, SynthError, kind_rng, random_crops,
+                            select_levels, synthesize)
 
 SIZE = (128, 96)
 FEW_KINDS = ("gaussian_blur", "white_noise", "colour_block")
@@ -213,9 +216,9 @@ def test_generic_reader_accepts_the_output(generated):
 
 def test_contact_sheet_layout(refs):
     sheet = contact_sheet(refs["astronaut"], kinds=FEW_KINDS, tile=(64, 48), progress=False)
-    pad, text = synth.SHEET_PAD, synth.SHEET_TEXT_ROW
+    pad, text = contact_sheet_module.SHEET_PAD, contact_sheet_module.SHEET_TEXT_ROW
     assert sheet.shape == ((len(FEW_KINDS) + 1) * (48 + text + pad) + pad,
-                           synth.SHEET_LABEL_WIDTH + LEVELS * (64 + pad) + pad, 3)
+                           contact_sheet_module.SHEET_LABEL_WIDTH + LEVELS * (64 + pad) + pad, 3)
     assert sheet.dtype == np.uint8 and sheet.std() > 10
 
 

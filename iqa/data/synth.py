@@ -6,29 +6,10 @@ distorted by the 25 kinds of `iqa.data.distortions` at 5 levels (`OUT/images/<re
 then one column per full-reference (FR) metric. `group` is the pristine photo, so every crop of one
 photo stays on one side of a content-disjoint split.
 
-Pseudo-MOS. No human opinions can be collected here, so each distorted crop is scored against its
-pristine crop by an ensemble of four FR metrics from `piq` (CPU, no downloads):
-
-    metric     range      perfect  mapped to 0 at   what it looks at
-    ms_ssim    0..1       1        0.50             multi-scale structure, per RGB channel
-    vif_p      0..~1      1        0.00             information fidelity of luminance (pixel domain)
-    gmsd       0..~0.35   0        0.30             deviation of gradient-magnitude similarity
-    fsim       0..1       1        0.65             phase congruency + gradient, with chroma (FSIMc)
-
-Each value v becomes a quality q = clip((v - worst) / (perfect - worst), 0, 1), a fixed affine map
-chosen once so the metric's range over KADID-strength distortions spans about [0, 1]: "mapped to 0"
-sits at or a little beyond the 0.5th percentile of the metric over the 25 x 5 distortions of 11
-pristine photos (1375 images), so under 0.5 % of images clip. Nothing depends on the data being
-generated. `mos` is the plain mean of the four q's: in [0, 1], higher =
-better, 1 for the pristine crop itself. MS-SSIM uses as many of its 5 standard scales as the crop
-allows (all 5 from 161 px on the short side).
-
-Limits: this is a model of a model, not human opinion. The metrics are mostly luminance-based, so
-chroma-only damage (colour diffusion, colour noise) scores too high; they penalise geometric
-misalignment (pixelate, jitter, colour shift) and global shifts (mean shift, contrast) more than
-people do; the affine maps make scores comparable across metrics but not across kinds the way a
-subjective study would. Use it to pre-train or to exercise the pipeline, and report results on
-human-rated data. See docs/SYNTH.md.
+Each image is labelled with a pseudo-MOS in [0, 1] (higher = better): the mean of four
+full-reference metrics against its reference crop, each mapped to [0, 1] (`iqa.data.pseudo_mos`).
+It is a model of a model, not human opinion (limits: docs/SYNTH.md); use it to pre-train or to
+exercise the pipeline, and report results on human-rated data.
 
 Runs are deterministic for a seed: every crop and every (crop, kind) gets its own generator derived
 from the base seed and the names, so results do not depend on `--workers` or on which kinds are
@@ -55,12 +36,12 @@ from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
-import piq
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from tqdm import tqdm
 
 from iqa.data.distortions import KINDS, LEVELS
+from iqa.data.pseudo_mos import METRICS, ensemble_mos, pseudo_mos
 from iqa.images import ImageError, load_image
 
 SYNTH_VERSION = 1  # bump when distortions or crops change, so old output folders are not mixed in
@@ -78,99 +59,6 @@ CSV_DECIMALS = 6
 
 # Seed-stream tags, so crops and distortions of one reference never share random numbers.
 CROP_STREAM, KIND_STREAM = 1, 2
-
-# MS-SSIM: standard 5-scale weights (Wang et al. 2003) and window; scales dropped for small crops.
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-MS_SSIM_KERNEL = 11
-
-# Contact sheet layout (pixels).
-SHEET_TILE = (160, 120)
-SHEET_LABEL_WIDTH = 180
-SHEET_PAD = 4
-SHEET_FONT_PX = 13
-SHEET_TEXT_ROW = 18
-SHEET_MAX_COLOURS = 256  # the sheet is stored as a palette PNG to stay small
-
-
-# ---------------------------------------------------------------- FR ensemble
-
-def _ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    side = min(x.shape[-2:])
-    scales = max(1, min(len(MS_SSIM_WEIGHTS), 1 + int(math.log2((side - 1) / (MS_SSIM_KERNEL - 1)))))
-    weights = torch.tensor(MS_SSIM_WEIGHTS[:scales], dtype=x.dtype)
-    return piq.multi_scale_ssim(x, y, data_range=1.0, reduction="none", kernel_size=MS_SSIM_KERNEL,
-                                scale_weights=weights)
-
-
-def _vif_p(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return piq.vif_p(x, y, data_range=1.0, reduction="none")
-
-
-def _gmsd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return piq.gmsd(x, y, data_range=1.0, reduction="none")
-
-
-def _fsim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return piq.fsim(x, y, data_range=1.0, reduction="none", chromatic=True)
-
-
-@dataclass(frozen=True)
-class FRMetric:
-    """A full-reference metric `compute(distorted, reference) -> (B,)` on (B, 3, H, W) tensors in [0, 1],
-    and the fixed affine map of its value to a quality in [0, 1]: `perfect` -> 1, `worst` -> 0."""
-
-    name: str
-    compute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    perfect: float
-    worst: float
-
-    def quality(self, value: float) -> float:
-        return float(np.clip((value - self.worst) / (self.perfect - self.worst), 0.0, 1.0))
-
-
-METRICS: dict[str, FRMetric] = {m.name: m for m in [
-    FRMetric("ms_ssim", _ms_ssim, perfect=1.0, worst=0.5),
-    FRMetric("vif_p", _vif_p, perfect=1.0, worst=0.0),
-    FRMetric("gmsd", _gmsd, perfect=0.0, worst=0.3),
-    FRMetric("fsim", _fsim, perfect=1.0, worst=0.65),
-]}
-
-
-@dataclass
-class PseudoMOS:
-    """Ensemble label of one distorted image: `mos` in [0, 1] (higher = better) and the raw metrics."""
-
-    mos: float
-    metrics: dict[str, float]
-
-
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-@torch.no_grad()
-def pseudo_mos(distorted: Sequence[np.ndarray] | np.ndarray, reference: np.ndarray) -> list[PseudoMOS]:
-    """Score each distorted RGB uint8 image (H, W, 3) against `reference` (H, W, 3) with the ensemble."""
-    batch = distorted if isinstance(distorted, np.ndarray) else np.stack([np.asarray(d) for d in distorted])
-    if batch.ndim == 3:
-        batch = batch[None]
-    if batch.shape[1:] != reference.shape:
-        raise ValueError(f"distorted images {batch.shape[1:]} and reference {reference.shape} differ in shape")
-    x = _to_tensor(batch)
-    y = _to_tensor(reference[None]).expand_as(x).contiguous()
-    raw = {name: m.compute(x, y).double().numpy() for name, m in METRICS.items()}
-    out = []
-    for i in range(len(batch)):
-        values = {name: float(raw[name][i]) for name in METRICS}
-        out.append(PseudoMOS(mos=ensemble_mos(values), metrics=values))
-    return out
-
-
-def ensemble_mos(metrics: dict[str, float]) -> float:
-    """Raw metric values -> pseudo-MOS in [0, 1]: the mean of the fixed per-metric quality maps."""
-    return float(np.mean([METRICS[name].quality(metrics[name]) for name in METRICS]))
-
 
 # ---------------------------------------------------------------- configuration and results
 
@@ -336,7 +224,7 @@ def random_crops(image: np.ndarray, size: tuple[int, int], count: int, rng: np.r
     return crops
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
@@ -350,7 +238,7 @@ def _png_bytes(image: np.ndarray) -> bytes:
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
-    _atomic_write_bytes(path, _png_bytes(image))
+    atomic_write_bytes(path, _png_bytes(image))
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -444,7 +332,7 @@ def make_kind(out: Path, ref: str, group: str, kind: str, config: SynthConfig) -
         return KindResult(ref, kind, [], error=f"{type(e).__name__}: {e}")
     samples = [Sample(image=rel, ref=ref_rel(ref), group=group, distortion=kind, level=lv, mos=s.mos,
                       metrics=s.metrics) for rel, lv, s in zip(paths, levels, scores)]
-    _atomic_write_bytes(_part_path(out, ref, kind), json.dumps({"samples": [asdict(s) for s in samples]}).encode())
+    atomic_write_bytes(_part_path(out, ref, kind), json.dumps({"samples": [asdict(s) for s in samples]}).encode())
     return KindResult(ref, kind, samples, written=0 if kind == PRISTINE_KIND else len(samples))
 
 
@@ -503,7 +391,7 @@ def _check_settings(out: Path, config: SynthConfig) -> None:
             raise SynthError(f"{out} holds a synthetic set made with other settings ({have}, now {want}); "
                              f"use another --out folder or delete this one.")
     else:
-        _atomic_write_bytes(path, json.dumps(want, indent=2).encode())
+        atomic_write_bytes(path, json.dumps(want, indent=2).encode())
 
 
 def write_meta(path: Path, samples: Sequence[Sample]) -> None:
@@ -511,7 +399,7 @@ def write_meta(path: Path, samples: Sequence[Sample]) -> None:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(META_COLUMNS)
     writer.writerows(s.csv_row() for s in samples)
-    _atomic_write_bytes(path, buf.getvalue().encode())
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def synthesize(pristine: str | Path, out: str | Path, config: SynthConfig = SynthConfig(), workers: int = 1,
@@ -559,60 +447,6 @@ def synthesize(pristine: str | Path, out: str | Path, config: SynthConfig = Synt
     write_meta(summary.meta_csv, summary.samples)
     summary.seconds = time.perf_counter() - t0
     return summary
-
-
-# ---------------------------------------------------------------- contact sheet
-
-def _font(px: int):
-    try:
-        return ImageFont.load_default(size=px)
-    except TypeError:  # Pillow without FreeType: fixed bitmap font
-        return ImageFont.load_default()
-
-
-def contact_sheet(reference: np.ndarray, kinds: Sequence[str] = tuple(KINDS), seed: int = DEFAULT_SEED,
-                  ref_name: str = "sheet", tile: tuple[int, int] = SHEET_TILE,
-                  progress: bool = True) -> np.ndarray:
-    """One RGB image (H, W, 3) uint8: the reference on top, then a labelled row per kind with its 5
-    levels, each tile captioned with its level and pseudo-MOS. Tiles are `reference` downscaled."""
-    tw, th = tile
-    font = _font(SHEET_FONT_PX)
-    cell_h = th + SHEET_TEXT_ROW
-    width = SHEET_LABEL_WIDTH + LEVELS * (tw + SHEET_PAD) + SHEET_PAD
-    height = (len(kinds) + 1) * (cell_h + SHEET_PAD) + SHEET_PAD
-    sheet = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(sheet)
-
-    def thumb(img: np.ndarray) -> Image.Image:
-        return Image.fromarray(cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA))
-
-    rh, rw = reference.shape[:2]
-    sheet.paste(thumb(reference), (SHEET_LABEL_WIDTH + SHEET_PAD, SHEET_PAD))
-    draw.text((SHEET_PAD, SHEET_PAD), f"reference\n{rw}x{rh} crop,\ntiles shown at\n{tw}x{th}", fill="black",
-              font=font)
-    draw.text((SHEET_LABEL_WIDTH + tw + 3 * SHEET_PAD, SHEET_PAD),
-              "rows: distortion kind (group); columns: level 1..5\ncaption: level, pseudo-MOS (FR ensemble)",
-              fill="black", font=font)
-    for row, kind in enumerate(tqdm(kinds, desc="contact sheet", unit="kind", disable=not progress), start=1):
-        d = KINDS[kind]
-        images = [d(reference, lv, kind_rng(seed, ref_name, kind)) for lv in range(1, LEVELS + 1)]
-        scores = pseudo_mos(images, reference)
-        y = SHEET_PAD + row * (cell_h + SHEET_PAD)
-        draw.text((SHEET_PAD, y + th // 3), f"{d.kadid_id:02d} {kind}\n({d.group})", fill="black", font=font)
-        for col, (img, s) in enumerate(zip(images, scores)):
-            x = SHEET_LABEL_WIDTH + SHEET_PAD + col * (tw + SHEET_PAD)
-            sheet.paste(thumb(img), (x, y))
-            draw.text((x + 2, y + th + 2), f"L{col + 1}  {d.levels[col]:g}  mos {s.mos:.2f}", fill="black", font=font)
-    return np.asarray(sheet, dtype=np.uint8).copy()
-
-
-def save_contact_sheet(path: Path, sheet: np.ndarray) -> None:
-    """Palette PNG (median-cut, dithered): a ~1 MB file instead of several."""
-    pal = Image.fromarray(sheet).quantize(colors=SHEET_MAX_COLOURS, method=Image.Quantize.MEDIANCUT,
-                                          dither=Image.Dither.FLOYDSTEINBERG)
-    buf = io.BytesIO()
-    pal.save(buf, format="PNG", optimize=True)
-    _atomic_write_bytes(path, buf.getvalue())
 
 
 def _sheet_reference(pristine: Path | None, config: SynthConfig) -> tuple[np.ndarray, str]:
@@ -678,6 +512,8 @@ def run(args) -> int:
                              kinds=parse_kinds(args.kinds), levels=select_levels(args.levels), seed=args.seed,
                              include_pristine=args.include_pristine)
         if args.contact_sheet is not None:
+            from iqa.data.contact_sheet import contact_sheet, save_contact_sheet  # it builds on this module
+
             reference, name = _sheet_reference(args.pristine, config)
             sheet = contact_sheet(reference, config.kinds, config.seed, name, progress=not args.no_progress)
             save_contact_sheet(args.contact_sheet, sheet)
