@@ -25,7 +25,6 @@ import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +35,19 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_model
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from iqa.assess import DEFAULT_CROPS, Assessor, resolve_device
-from iqa.cache import DEFAULT_SEED, FEATURES_DIR, STATES_DIR, DiffusionCache, FeatureCache, FeatureLayout
+from iqa.cache import DEFAULT_SEED, FEATURES_DIR, STATES_DIR, DiffusionCache, FeatureCache
 from iqa.checkpoint import WEIGHTS, CheckpointError, load_checkpoint, read_metadata, save_checkpoint, weights_path
 from iqa.config import ABLATIONS, PRESETS, preset
 from iqa.data.datasets import FORMATS, Record, load_dataset
 from iqa.data.splits import SplitSet, load_splits
 from iqa.diffusion import Diffusion
-from iqa.metrics import MIN_PAIRS, Correlations, MetricSummary, correlations, summarise
+from iqa.metrics import MIN_PAIRS, Correlations, MetricSummary, summarise
 from iqa.model import DiffV2IQA
+from iqa.train_iqa_data import Scorer, SkipSampler, TrainSet, correlate, predict
 from iqa.training import (LOG, STATE, DistInfo, JsonlLog, atomic_save, autocast, init_distributed, load_state,
                           seed_everything)
 
@@ -59,8 +59,6 @@ DEFAULT_WEIGHT_DECAY = 1e-5
 DEFAULT_SAVE_EVERY = 200  # optimizer steps between mid-epoch state saves (0: at epoch ends only)
 DEFAULT_WORKERS = 2
 DEFAULT_OUT = "runs/train"
-EVAL_CROPS_PER_BATCH = 16  # crops per forward pass when scoring val / test images
-FLIP_PROBABILITY = 0.5
 STATE_VERSION = 1
 BEST, LAST = "best", "last"
 CACHE_DIR, METRICS_FILE, RESULTS_FILE = "cache", "metrics.json", "results.json"
@@ -162,134 +160,6 @@ def prepare_model(model: DiffV2IQA, freeze_backbones: bool) -> DiffV2IQA:
         if bb is not None:
             bb.requires_grad_(not freeze_backbones)
     return model
-
-
-class Scorer(nn.Module):
-    """What DDP wraps: uint8 states (B, 4, 3, c, c) -> scores (B,), or, with a `FeatureLayout`,
-    cached feature rows (B, D) -> scores (B,) through the heads only."""
-
-    def __init__(self, model: DiffV2IQA, layout: FeatureLayout | None = None):
-        super().__init__()
-        self.model = model
-        self.layout = layout
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.layout is None:
-            return self.model(batch.float() / 127.5 - 1).score
-        return self.model.heads(self.layout.decode(batch)).score
-
-
-# ---------------------------------------------------------------------------------------------
-# Data
-
-
-class _SkipSampler(Sampler):
-    """The first `skip` indices of `base` left out (resuming mid-epoch)."""
-
-    def __init__(self, base: Sampler, skip: int):
-        self.base, self.skip = base, skip
-
-    def __iter__(self):
-        return islice(iter(self.base), self.skip, None)
-
-    def __len__(self) -> int:
-        return max(0, len(self.base) - self.skip)
-
-
-class _TrainSet(Dataset):
-    """Training samples: a random crop window + random flip of the four states (or a random cached
-    feature row with frozen backbones) and the normalised MOS. Randomness comes from
-    (seed, epoch, index), so it does not depend on workers, processes or resuming."""
-
-    def __init__(self, records: list[Record], states: DiffusionCache, features: FeatureCache | None, seed: int):
-        self.paths = [r.image for r in records]
-        self.mos = [float(r.mos) for r in records]
-        self.states, self.features, self.seed = states, features, seed
-        self.crop = states.assessor.cfg.crop
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        target = torch.tensor(self.mos[i], dtype=torch.float32)
-        if self.features is not None:
-            rows = self.features.get(self.paths[i])
-            return torch.from_numpy(np.array(rows[rng.integers(len(rows))])), target
-        entry = self.states.get(self.paths[i])
-        x0, y0, x1, y1 = (int(v) for v in entry.boxes[rng.integers(len(entry.boxes))])
-        c = self.crop
-        ox = x0 + int(rng.integers(x1 - x0 - c + 1))
-        oy = y0 + int(rng.integers(y1 - y0 - c + 1))
-        s = entry.crop((ox, oy, ox + c, oy + c))
-        if rng.random() < FLIP_PROBABILITY:
-            s = np.ascontiguousarray(s[..., ::-1])
-        return torch.from_numpy(s), target
-
-
-class _EvalSet(Dataset):
-    """The K fixed crops of one image: uint8 states (n, 4, 3, c, c), or feature rows (n, D)."""
-
-    def __init__(self, records: list[Record], states: DiffusionCache, features: FeatureCache | None):
-        self.paths = [r.image for r in records]
-        self.states, self.features = states, features
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        if self.features is not None:
-            rows = self.features.get(self.paths[i])
-            return torch.from_numpy(np.array(rows[: len(rows) // self.features.variants_per_crop]))
-        entry = self.states.get(self.paths[i])
-        return torch.from_numpy(np.stack([entry.crop(b) for b in self.states.eval_boxes(entry)]))
-
-
-def _keep_list(items: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Collate for `_EvalSet`: images may have different crop counts, so keep them apart."""
-    return items
-
-
-@torch.no_grad()
-def predict(scorer: Scorer, records: list[Record], states: DiffusionCache, features: FeatureCache | None,
-            device: torch.device, workers: int = 0, dist: DistInfo | None = None) -> np.ndarray:
-    """Scores (N,) of `records`: mean over each image's K fixed crops. With several processes each
-    scores a share and the results are gathered."""
-    dist = dist or DistInfo()
-    if not records:
-        return np.zeros(0)
-    mine = list(range(dist.rank, len(records), dist.world))
-    per_image = max(1, EVAL_CROPS_PER_BATCH // states.crops)
-    loader = DataLoader(_EvalSet([records[i] for i in mine], states, features), batch_size=per_image,
-                        num_workers=workers, collate_fn=_keep_list)
-    was_training = scorer.training
-    scorer.eval()
-    out: list[float] = []
-    try:
-        for items in loader:
-            counts = [len(t) for t in items]
-            batch = torch.cat(items).to(device, non_blocking=True)
-            # float32: bf16 would quantise the scores (~2e-3) that SRCC and the best checkpoint rest on
-            scores = torch.cat([scorer(chunk) for chunk in batch.split(EVAL_CROPS_PER_BATCH)]).float().cpu()
-            out.extend(float(s.mean()) for s in scores.split(counts))
-    finally:
-        scorer.train(was_training)
-    if dist.world == 1:
-        return np.array(out)
-    gathered: list[Any] = [None] * dist.world
-    tdist.all_gather_object(gathered, list(zip(mine, out)))
-    result = np.zeros(len(records))
-    for part in gathered:
-        for i, v in part:
-            result[i] = v
-    return result
-
-
-def _correlate(pred: np.ndarray, records: list[Record]) -> Correlations | None:
-    if len(records) < MIN_PAIRS:
-        return None
-    return correlations(pred, [r.mos for r in records])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,99 +345,150 @@ def train(options: TrainOptions) -> TrainResult:
             tdist.destroy_process_group()
 
 
+@dataclass
+class _Progress:
+    """Where a split's training stands: what state.pt stores besides the weights and optimizer."""
+
+    epoch: int = 0
+    step: int = 0  # optimizer steps into the current epoch
+    global_step: int = 0
+    loss_sum: float = 0.0  # over the current epoch, for its mean loss
+    loss_count: int = 0
+    best_srcc: float | None = None
+    best_epoch: int = 0
+
+    @classmethod
+    def from_state(cls, state: dict) -> "_Progress":
+        return cls(int(state["epoch"]), int(state["step"]), int(state["global_step"]), float(state["loss_sum"]),
+                   int(state["loss_count"]), state["best_srcc"], int(state["best_epoch"]))
+
+
+@dataclass
+class _Split:
+    """One split's training: its records, caches, model and optimizer."""
+
+    run: _Run
+    index: int
+    run_dir: Path
+    train: list[Record]
+    val: list[Record]
+    test: list[Record]
+    fingerprint: dict
+    model: DiffV2IQA | None = None
+    scorer: Scorer | None = None
+    states: DiffusionCache | None = None
+    features: FeatureCache | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    progress: _Progress = field(default_factory=_Progress)
+
+    def predict(self, records: list[Record]) -> np.ndarray:
+        opts, run = self.run.opts, self.run
+        return predict(self.scorer, records, self.states, self.features, run.device, opts.workers, run.dist)
+
+    def save_state(self, finished: bool = False) -> None:
+        if self.run.dist.main:
+            device = self.run.device
+            atomic_save({
+                "version": STATE_VERSION, "fingerprint": json.dumps(self.fingerprint, sort_keys=True),
+                **asdict(self.progress), "finished": finished, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+            }, self.run_dir / STATE)
+        self.run.barrier()
+
+
 def _train_split(run: _Run, index: int, run_dir: Path) -> SplitResult:
-    opts, dist, device = run.opts, run.dist, run.device
+    """Train one split (resuming its state.pt), pick the best epoch on val, test it once."""
+    opts, device = run.opts, run.device
     t_start = time.perf_counter()
     parts = run.splits.part_names
-    train_recs = run.splits.part(index, "train")
-    val_recs = run.splits.part(index, "val") if "val" in parts else []
-    test_recs = run.splits.part(index, "test")
+    sp = _Split(run, index, run_dir, run.splits.part(index, "train"),
+                run.splits.part(index, "val") if "val" in parts else [], run.splits.part(index, "test"),
+                {**run.fingerprint, "split_index": index})
     ratios = ":".join(f"{r:g}" for r in run.splits.ratios)
-    if not train_recs:
+    if not sp.train:
         raise TrainError(f"split {index} of {opts.split_file} has no training images.")
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = JsonlLog(run_dir / LOG)
-    fingerprint = {**run.fingerprint, "split_index": index}
-
-    state = load_state(run_dir)
-    if state is not None and state.get("fingerprint") != json.dumps(fingerprint, sort_keys=True):
-        old = json.loads(state.get("fingerprint") or "{}")
-        diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
-        raise TrainError(f"{run_dir} holds a run with other settings ({', '.join(diff)} differ); "
-                         "re-run its exact command to resume, or pick another --out.")
+    state = _check_state(sp)
     if state is not None and state.get("finished") and (run_dir / METRICS_FILE).is_file():
         run.say(f"split {index}: already finished ({run_dir / METRICS_FILE}); use another --out to train again")
         return _finished_result(index, run_dir)
 
     seed_everything(opts.seed)
-    model, notices = build_model(opts)
+    sp.model, notices = build_model(opts)
     for n in notices:
         run.say(f"note: {n}")
-    if not val_recs:
+    if not sp.val:
         run.say("note: " + NO_VAL_NOTICE.format(ratios=ratios))
-    assessor = Assessor(model, device=str(device))  # moves the model to the device
-    states = DiffusionCache(run.cache_root / STATES_DIR, assessor, opts.crops, seed=DEFAULT_SEED)
-    everything = [r.image for r in train_recs + val_recs + test_recs]
-    states.fill(everything, dist.rank, dist.world, progress=dist.main and opts.progress)
-    run.barrier()
-    features = None
-    if opts.freeze_backbones:
-        features = FeatureCache(run.cache_root / FEATURES_DIR, model, states, flips=opts.flip_features)
-        features.fill(everything, dist.rank, dist.world, progress=dist.main and opts.progress)
-        run.barrier()
-
-    scorer = Scorer(model, features.layout if features else None)
-    optimizer = build_optimizer(model, opts.lr, opts.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts.epochs)
-    epoch, step, global_step = 0, 0, 0
-    loss_sum, loss_count = 0.0, 0
-    best_srcc, best_epoch = None, 0
+    _fill_caches(sp)
+    sp.scorer = Scorer(sp.model, sp.features.layout if sp.features else None)
+    sp.optimizer = build_optimizer(sp.model, opts.lr, opts.weight_decay)
+    sp.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(sp.optimizer, T_max=opts.epochs)
     resumed = None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        sp.model.load_state_dict(state["model"])
+        sp.optimizer.load_state_dict(state["optimizer"])
+        sp.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        epoch, step, global_step = int(state["epoch"]), int(state["step"]), int(state["global_step"])
-        loss_sum, loss_count = float(state["loss_sum"]), int(state["loss_count"])
-        best_srcc, best_epoch = state["best_srcc"], int(state["best_epoch"])
-        resumed = (epoch, step)
-        run.say(f"resuming from epoch {epoch}, step {step} ({run_dir / STATE})")
+        sp.progress = _Progress.from_state(state)
+        resumed = (sp.progress.epoch, sp.progress.step)
+        run.say(f"resuming from epoch {resumed[0]}, step {resumed[1]} ({run_dir / STATE})")
 
-    train_set = _TrainSet(train_recs, states, features, opts.seed)
-    sampler = DistributedSampler(train_set, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=opts.seed)
-    steps_per_epoch = math.ceil(len(sampler) / opts.batch)
-    net: nn.Module = scorer
-    if dist.world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            scorer, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    card_base = _card_base(run, index, len(train_recs), len(val_recs), len(test_recs), ratios)
-    card_base["backbone_weights"] = model.weights_sources()
+    card_base = _card_base(run, index, len(sp.train), len(sp.val), len(sp.test), ratios)
+    card_base["backbone_weights"] = sp.model.weights_sources()
+    _train_epochs(sp, card_base)
+    return _test_split(sp, card_base, resumed, t_start)
 
-    def save_state(finished: bool = False) -> None:
-        if dist.main:
-            atomic_save({
-                "version": STATE_VERSION, "fingerprint": json.dumps(fingerprint, sort_keys=True),
-                "epoch": epoch, "step": step, "global_step": global_step, "loss_sum": loss_sum,
-                "loss_count": loss_count, "best_srcc": best_srcc, "best_epoch": best_epoch, "finished": finished,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": {"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-            }, run_dir / STATE)
+
+def _check_state(sp: _Split) -> dict | None:
+    """The split's saved state, if any; an error when it was made with other settings."""
+    state = load_state(sp.run_dir)
+    if state is not None and state.get("fingerprint") != json.dumps(sp.fingerprint, sort_keys=True):
+        old = json.loads(state.get("fingerprint") or "{}")
+        diff = sorted(k for k in set(old) | set(sp.fingerprint) if old.get(k) != sp.fingerprint.get(k))
+        raise TrainError(f"{sp.run_dir} holds a run with other settings ({', '.join(diff)} differ); "
+                         "re-run its exact command to resume, or pick another --out.")
+    return state
+
+
+def _fill_caches(sp: _Split) -> None:
+    """Diffusion states of every image of the split (and backbone features with frozen backbones)."""
+    run, opts, dist = sp.run, sp.run.opts, sp.run.dist
+    assessor = Assessor(sp.model, device=str(run.device))  # moves the model to the device
+    sp.states = DiffusionCache(run.cache_root / STATES_DIR, assessor, opts.crops, seed=DEFAULT_SEED)
+    everything = [r.image for r in sp.train + sp.val + sp.test]
+    sp.states.fill(everything, dist.rank, dist.world, progress=dist.main and opts.progress)
+    run.barrier()
+    if opts.freeze_backbones:
+        sp.features = FeatureCache(run.cache_root / FEATURES_DIR, sp.model, sp.states, flips=opts.flip_features)
+        sp.features.fill(everything, dist.rank, dist.world, progress=dist.main and opts.progress)
         run.barrier()
 
-    model.train()
-    while epoch < opts.epochs:
+
+def _train_epochs(sp: _Split, card_base: dict) -> None:
+    """The epochs left: train, step the schedule, validate, save checkpoints, the log and the state."""
+    run, opts, dist, device, pr = sp.run, sp.run.opts, sp.run.dist, sp.run.device, sp.progress
+    train_set = TrainSet(sp.train, sp.states, sp.features, opts.seed)
+    sampler = DistributedSampler(train_set, num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=opts.seed)
+    steps_per_epoch = math.ceil(len(sampler) / opts.batch)
+    net: nn.Module = sp.scorer
+    if dist.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            sp.scorer, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    sp.model.train()
+    while pr.epoch < opts.epochs:
         t_epoch = time.perf_counter()
-        sampler.set_epoch(epoch)
-        train_set.epoch = epoch
-        first_step = step
-        loader = DataLoader(train_set, batch_size=opts.batch, sampler=_SkipSampler(sampler, step * opts.batch),
+        sampler.set_epoch(pr.epoch)
+        train_set.epoch = pr.epoch
+        first_step = pr.step
+        loader = DataLoader(train_set, batch_size=opts.batch, sampler=SkipSampler(sampler, pr.step * opts.batch),
                             num_workers=opts.workers, pin_memory=device.type == "cuda",
                             generator=torch.Generator().manual_seed(opts.seed))
-        bar = tqdm(loader, total=steps_per_epoch, initial=step, desc=f"epoch {epoch + 1}/{opts.epochs}",
+        bar = tqdm(loader, total=steps_per_epoch, initial=pr.step, desc=f"epoch {pr.epoch + 1}/{opts.epochs}",
                    unit="step", disable=not (dist.main and opts.progress), leave=False)
         images = 0
         for x, mos in bar:
@@ -575,81 +496,89 @@ def _train_split(run: _Run, index: int, run_dir: Path) -> SplitResult:
             with autocast(device):
                 pred = net(x)
             loss = quality_loss(pred, mos)
-            optimizer.zero_grad(set_to_none=True)
+            sp.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            step += 1
-            global_step += 1
+            sp.optimizer.step()
+            pr.step += 1
+            pr.global_step += 1
             images += len(x) * dist.world
-            loss_sum += float(loss.detach()) * len(x)
-            loss_count += len(x)
-            bar.set_postfix(loss=f"{loss_sum / max(loss_count, 1):.4f}")
-            if opts.save_every and global_step % opts.save_every == 0 and step < steps_per_epoch:
-                save_state()
+            pr.loss_sum += float(loss.detach()) * len(x)
+            pr.loss_count += len(x)
+            bar.set_postfix(loss=f"{pr.loss_sum / max(pr.loss_count, 1):.4f}")
+            if opts.save_every and pr.global_step % opts.save_every == 0 and pr.step < steps_per_epoch:
+                sp.save_state()
         bar.close()
-        train_seconds = time.perf_counter() - t_epoch
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        epoch += 1
-        val = _correlate(predict(scorer, val_recs, states, features, device, opts.workers, dist), val_recs) \
-            if val_recs else None
-        improved = val is None or best_srcc is None or (math.isfinite(val.srcc) and val.srcc > best_srcc)
-        if improved:
-            best_srcc = val.srcc if (val is not None and math.isfinite(val.srcc)) else best_srcc
-            best_epoch = epoch
-        if dist.main:
-            card = {**card_base, "epochs": epoch, "metrics": {"val": val}}
-            save_checkpoint(model, run_dir / LAST, _plain(card))
-            if improved:
-                save_checkpoint(model, run_dir / BEST, _plain({**card, "best_epoch": epoch}))
-            loss_mean = loss_sum / max(loss_count, 1)
-            record = {"epoch": epoch, "loss": loss_mean, "val_srcc": val.srcc if val else None,
-                      "val_plcc": val.plcc if val else None, "lr": lr,
-                      "images_per_s": images / max(train_seconds, 1e-9),
-                      "seconds": time.perf_counter() - t_epoch, "steps": step - first_step}
-            if first_step:
-                record["resumed_at_step"] = first_step
-            if not any(r.get("epoch") == epoch for r in log.read()):  # a kill just after logging: no duplicate
-                log.write(**_plain(record))
-            val_text = f", val SRCC {val.srcc:.4f} PLCC {val.plcc:.4f}" if val else ""
-            run.say(f"epoch {epoch}/{opts.epochs}: loss {loss_mean:.5f}{val_text}, lr {lr:.2e}, "
-                    f"{record['images_per_s']:.1f} img/s")
-        step, loss_sum, loss_count = 0, 0.0, 0
-        save_state()
+        lr = sp.optimizer.param_groups[0]["lr"]
+        sp.scheduler.step()
+        pr.epoch += 1
+        _end_epoch(sp, card_base, {"lr": lr, "images_per_s": images / max(time.perf_counter() - t_epoch, 1e-9),
+                                   "steps": pr.step - first_step}, t_epoch, first_step)
+        pr.step, pr.loss_sum, pr.loss_count = 0, 0.0, 0
+        sp.save_state()
 
-    # Test once, with the chosen weights.
+
+def _end_epoch(sp: _Split, card_base: dict, record: dict, t_epoch: float, first_step: int) -> None:
+    """Validate the epoch's weights, keep them as best/ when val SRCC improved, write last/ and the log."""
+    run, opts, pr = sp.run, sp.run.opts, sp.progress
+    val = correlate(sp.predict(sp.val), sp.val) if sp.val else None
+    improved = val is None or pr.best_srcc is None or (math.isfinite(val.srcc) and val.srcc > pr.best_srcc)
+    if improved:
+        pr.best_srcc = val.srcc if (val is not None and math.isfinite(val.srcc)) else pr.best_srcc
+        pr.best_epoch = pr.epoch
+    if not run.dist.main:
+        return
+    card = {**card_base, "epochs": pr.epoch, "metrics": {"val": val}}
+    save_checkpoint(sp.model, sp.run_dir / LAST, _plain(card))
+    if improved:
+        save_checkpoint(sp.model, sp.run_dir / BEST, _plain({**card, "best_epoch": pr.epoch}))
+    loss_mean = pr.loss_sum / max(pr.loss_count, 1)
+    record = {"epoch": pr.epoch, "loss": loss_mean, "val_srcc": val.srcc if val else None,
+              "val_plcc": val.plcc if val else None, "lr": record["lr"], "images_per_s": record["images_per_s"],
+              "seconds": time.perf_counter() - t_epoch, "steps": record["steps"]}
+    if first_step:
+        record["resumed_at_step"] = first_step
+    log = JsonlLog(sp.run_dir / LOG)
+    if not any(r.get("epoch") == pr.epoch for r in log.read()):  # a kill just after logging: no duplicate
+        log.write(**_plain(record))
+    val_text = f", val SRCC {val.srcc:.4f} PLCC {val.plcc:.4f}" if val else ""
+    run.say(f"epoch {pr.epoch}/{opts.epochs}: loss {loss_mean:.5f}{val_text}, lr {record['lr']:.2e}, "
+            f"{record['images_per_s']:.1f} img/s")
+
+
+def _test_split(sp: _Split, card_base: dict, resumed: tuple[int, int] | None, t_start: float) -> SplitResult:
+    """Score the test part once with the chosen weights; write metrics.json and the best/ card."""
+    run, pr, run_dir, index = sp.run, sp.progress, sp.run_dir, sp.index
     run.barrier()
-    load_model(model, str(run_dir / BEST / WEIGHTS), device=str(device))
-    test_pred = predict(scorer, test_recs, states, features, device, opts.workers, dist)
-    test = _correlate(test_pred, test_recs)
-    val_best = None
-    if val_recs:
-        val_best = _correlate(predict(scorer, val_recs, states, features, device, opts.workers, dist), val_recs)
-    selection = "val_srcc" if val_recs else "last_epoch"
+    load_model(sp.model, str(run_dir / BEST / WEIGHTS), device=str(run.device))
+    test_pred = sp.predict(sp.test)
+    test = correlate(test_pred, sp.test)
+    val_best = correlate(sp.predict(sp.val), sp.val) if sp.val else None
+    selection = "val_srcc" if sp.val else "last_epoch"
     result = SplitResult(index=index, run_dir=run_dir, best_checkpoint=run_dir / BEST,
-                         last_checkpoint=run_dir / LAST, epochs=epoch, best_epoch=best_epoch,
+                         last_checkpoint=run_dir / LAST, epochs=pr.epoch, best_epoch=pr.best_epoch,
                          selection=selection, val=val_best, test=test, resumed_from=resumed,
                          seconds=time.perf_counter() - t_start)
-    if dist.main:
+    if run.dist.main:
         dataset = run.splits.dataset()
-        metrics = {"split_index": index, "selection": selection, "best_epoch": best_epoch, "epochs": epoch,
+        metrics = {"split_index": index, "selection": selection, "best_epoch": pr.best_epoch, "epochs": pr.epoch,
                    "val": val_best, "test": test,
                    "note": "mean over the K fixed crops per image; plcc raw, plcc_logistic after a 4-parameter fit",
                    "predictions": [{"image": dataset.relative(r.image), "mos": r.mos, "pred": float(p)}
-                                   for r, p in zip(test_recs, test_pred)]}
+                                   for r, p in zip(sp.test, test_pred)]}
         _write_json(run_dir / METRICS_FILE, metrics)
-        card = {**card_base, "epochs": epoch, "best_epoch": best_epoch, "metrics": {"val": val_best, "test": test}}
-        save_checkpoint(model, run_dir / BEST, _plain(card))
+        card = {**card_base, "epochs": pr.epoch, "best_epoch": pr.best_epoch,
+                "metrics": {"val": val_best, "test": test}}
+        save_checkpoint(sp.model, run_dir / BEST, _plain(card))
         if test is not None and np.ptp(test_pred) == 0:
             run.say(f"warning: the model gives every test image the same score ({test_pred[0]:.4g}); its score "
                     "head may be stuck at 0 (ReLU). Try another --seed, a higher --lr or more epochs.")
         if test is not None:
-            run.say(f"split {index} test ({len(test_recs)} images, best epoch {best_epoch}, "
-                    f"{'by val SRCC' if val_recs else 'last epoch'}): {test.line()}")
+            run.say(f"split {index} test ({len(sp.test)} images, best epoch {pr.best_epoch}, "
+                    f"{'by val SRCC' if sp.val else 'last epoch'}): {test.line()}")
         else:
-            run.say(f"split {index}: test part has {len(test_recs)} image(s), fewer than {MIN_PAIRS}: no correlations")
+            run.say(f"split {index}: test part has {len(sp.test)} image(s), fewer than {MIN_PAIRS}: no correlations")
         run.say(f"checkpoints: {run_dir / BEST} (used), {run_dir / LAST}; metrics: {run_dir / METRICS_FILE}")
-    save_state(finished=True)
+    sp.save_state(finished=True)
     return result
 
 

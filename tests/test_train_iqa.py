@@ -19,8 +19,8 @@ from iqa.checkpoint import load_checkpoint, save_checkpoint
 from iqa.cli import main as cli_main
 from iqa.data.datasets import load_dataset
 from iqa.data.splits import load_splits, make_splits, save_splits
-from iqa.train_iqa import (STATE, Scorer, TrainError, TrainOptions, build_optimizer, predict, prepare_model,
-                           quality_loss, train)
+from iqa.train_iqa import STATE, TrainError, TrainOptions, build_optimizer, prepare_model, quality_loss, train
+from iqa.train_iqa_data import Scorer, predict
 from tests.test_cache import micro_model
 
 REPO = Path(__file__).resolve().parent.parent
