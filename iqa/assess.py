@@ -39,11 +39,13 @@ OOM_MESSAGES = ("out of memory", "can't allocate memory")  # CUDA's and the CPU 
 
 STAGES = ("diffusion", "backbones", "vcg")  # stages that may run under bf16 autocast
 # Run in bf16 on CPUs with AMX tiles (Intel Sapphire Rapids and later), whose bf16 matrix units make these
-# stages ~15 % faster; measured on the 9 test photos at 512 px with 6 plain kinds (`python
-# scripts/precision_probe.py --photos ../shared/pristine`), they change the score by ~2e-3 on average,
-# less than another noise seed (~9e-3). The backbones stay float32 (they move scores 3x more). Without AMX
-# (AVX-512 BF16 alone, as on AMD EPYC) bf16 ran over ten times slower than float32: float32 there.
-BF16_STAGES = ("diffusion", "vcg")
+# stages faster: on a 512x384 photo the backbones take about half their float32 time (0.10 vs 0.18 s,
+# `python scripts/bf16_ab.py`), the diffusion ~15 % less (2-core Xeon, 2026-12-05). On the 9 test photos
+# at 512 px with 6 plain kinds (`python scripts/precision_probe.py --photos ../shared/pristine`) the three
+# together move the score by 0.007 on average against float32 (the heads always run in float32), another
+# noise seed by 0.006; the levels test is not worse (docs/LEVELS.md). Without AMX (AVX-512 BF16 alone, as
+# on AMD EPYC) bf16 ran over ten times slower than float32: float32 there.
+BF16_STAGES = ("diffusion", "backbones", "vcg")
 
 
 def default_bf16(device: torch.device) -> tuple[str, ...]:

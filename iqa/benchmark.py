@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from iqa.assess import DEFAULT_CHECKPOINT as DEFAULT_CHECKPOINT_PATH
 from iqa.assess import Assessor, load
+from iqa.images import ImageError
 from iqa.model import count_parameters
+from iqa.score import collect_images, parse_bf16
 
 DEFAULT_SIZE = (512, 384)
 DEFAULT_REPEATS = 5
@@ -154,9 +157,6 @@ class FolderResult:
 
 def run_folder(assessor: Assessor, folder: str | Path, crops: int = 3, steps: int | None = None) -> FolderResult:
     """Assess every image of a folder (as `python -m iqa score` finds them) and time the whole."""
-    from tqdm import tqdm
-    from iqa.images import ImageError
-    from iqa.score import collect_images
     paths = collect_images([Path(folder)]).files
     if not paths:
         raise ValueError(f"{folder}: no images found")
@@ -185,8 +185,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-random-backbone", action="store_true",
                    help="with --preset: build on random backbone weights when no pretrained ones are reachable")
     p.add_argument("--no-warmup", action="store_true", help="skip the warm-up run (slow presets on CPU)")
-    p.add_argument("--float32", action="store_true",
-                   help="every stage in float32 (default: bf16 diffusion and VCG trunk on CPUs with AMX)")
+    p.add_argument("--float32", action="store_true", help="every stage in float32 (same as --bf16 none)")
+    p.add_argument("--bf16", type=parse_bf16, default="auto", metavar="STAGES",
+                   help="stages run under bf16 autocast: auto (default: diffusion, backbones and VCG trunk on "
+                        "CPUs with AMX, none elsewhere), none, or comma-separated names of diffusion, backbones, vcg")
     p.add_argument("--batch-folder", default=None, metavar="DIR",
                    help="also assess every image of DIR and print images/s")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -257,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         assessor = load(args.checkpoint or args.preset or None, device=args.device,
-                        allow_random_backbone=args.allow_random_backbone, bf16=() if args.float32 else None)
+                        allow_random_backbone=args.allow_random_backbone, bf16=() if args.float32 else args.bf16)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ from iqa.data.distortions import KINDS
 from iqa.data.plain import PLAIN_KINDS, all_kinds
 from iqa.data.stream import StreamConfig, training_photos
 from iqa.images import ImageError, load_image
+from iqa.score import parse_bf16
 
 KIND_SETS = {"plain": tuple(PLAIN_KINDS), "kadid": tuple(KINDS), "all": tuple(all_kinds())}
 PEER_NAMES = ("BRISQUE", "NIQE")
@@ -295,16 +296,10 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--diffusion-on", default=None, choices=RESTORE_ON,
                    help="where the checkpoints' diffusion runs (default: each checkpoint's own setting)")
-    p.add_argument("--bf16", default="auto", metavar="STAGES",
+    p.add_argument("--bf16", type=parse_bf16, default="auto", metavar="STAGES",
                    help="stages run under bf16 autocast: auto (the assessor's default for this CPU), none, or "
                         "comma-separated names of diffusion, backbones, vcg")
     p.set_defaults(func=run)
-
-
-def _bf16(spec: str) -> tuple[str, ...] | None:
-    if spec == "auto":
-        return None
-    return tuple(s.strip() for s in spec.split(",") if s.strip() and s.strip() != "none")
 
 
 def _kinds(spec: str) -> list[str]:
@@ -333,7 +328,7 @@ def run(args) -> int:
             name, sep, path = spec.partition("=")
             if not sep:
                 name, path = Path(spec).name, spec
-            methods.append(checkpoint_method(name, path, args.crops, args.device, args.diffusion_on, _bf16(args.bf16),
+            methods.append(checkpoint_method(name, path, args.crops, args.device, args.diffusion_on, args.bf16,
                                              args.noise_seed))
         if not args.no_peers:
             methods += [peer_method(n) for n in PEER_NAMES]

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from iqa.assess import DEFAULT_CROPS, Assessor, load
+from iqa.assess import DEFAULT_CROPS, STAGES, Assessor, load
 from iqa.bundle import provisional_note
 from iqa.config import PRESETS
 from iqa.images import ImageError
@@ -195,6 +195,19 @@ def add_model_group(p: argparse.ArgumentParser, required: bool = False) -> argpa
     p.add_argument("--allow-random-backbone", action="store_true",
                    help="with --preset: build on random backbone weights when no pretrained ones are reachable")
     return group
+
+
+def parse_bf16(spec: str) -> tuple[str, ...] | None:
+    """A `--bf16` option: "auto" -> None (the assessor's default for the device), "none" -> (), or
+    comma-separated names of `iqa.assess.STAGES`."""
+    if spec == "auto":
+        return None
+    stages = tuple(s.strip() for s in spec.split(",") if s.strip() and s.strip() != "none")
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown stage(s) {', '.join(unknown)}; use auto, none or names of "
+                                         f"{', '.join(STAGES)}")
+    return stages
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:

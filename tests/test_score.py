@@ -1,3 +1,4 @@
+import argparse
 import csv
 import json
 import os
@@ -11,7 +12,7 @@ from PIL import Image
 from helpers import photo
 from iqa import assess
 from iqa.cli import main
-from iqa.score import ScoreRow, collect_images, format_table, rows_to_json, write_csv
+from iqa.score import ScoreRow, collect_images, format_table, parse_bf16, rows_to_json, write_csv
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["--preset", "tiny", "--crops", "1", "--steps", "2", "--device", "cpu"]  # untrained: plumbing only
@@ -120,3 +121,11 @@ def test_python_m_iqa_score(tmp_path):
     header, row = proc.stdout.strip().splitlines()
     assert header.split() == ["file", "score", "S1", "S2", "seconds"]
     assert row.split()[0].endswith("photo.png") and float(row.split()[1]) >= 0
+
+
+def test_parse_bf16_option():
+    assert parse_bf16("auto") is None  # the assessor's default for the device
+    assert parse_bf16("none") == ()
+    assert parse_bf16("diffusion, backbones") == ("diffusion", "backbones")
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown stage"):
+        parse_bf16("vcg,heads")
