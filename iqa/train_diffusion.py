@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -212,6 +213,8 @@ def validate(opts: DiffusionTrainOptions) -> None:
         (opts.save_every >= 0, f"--save-every must be >= 0 (0 = at the end only), got {opts.save_every}"),
         (opts.sample_every >= 0, f"--sample-every must be >= 0 (0 = at the end only), got {opts.sample_every}"),
         (opts.val_pairs >= 1, f"--val-pairs must be at least 1, got {opts.val_pairs}"),
+        (opts.lr_schedule in LR_SCHEDULES,
+         f"--lr-schedule {opts.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -230,7 +233,46 @@ def build_model(opts: DiffusionTrainOptions) -> DiffV2IQA:
     return DiffV2IQA(preset(opts.preset))
 
 
+@dataclass
+class _Training:
+    """The optimiser side of a train-diffusion run: what state.pt saves and restores."""
+
+    diffusion: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    ema: torch.optim.swa_utils.AveragedModel | None
+    step: int = 0
+
+    @classmethod
+    def start(cls, diffusion: torch.nn.Module, opts: DiffusionTrainOptions) -> "_Training":
+        """Adam at `opts.lr` with a cosine or constant schedule over `opts.steps`, and the EMA copy."""
+        opt = torch.optim.Adam(diffusion.parameters(), lr=opts.lr)
+        sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=opts.steps) if opts.lr_schedule == "cosine"
+                 else torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0))
+        ema = None
+        if opts.ema > 0:
+            ema = torch.optim.swa_utils.AveragedModel(
+                diffusion, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(opts.ema), use_buffers=True)
+        return cls(diffusion, opt, sched, ema)
+
+    def state(self) -> dict:
+        s = {"diffusion": self.diffusion.state_dict(), "optimizer": self.opt.state_dict(),
+             "scheduler": self.sched.state_dict(), "step": self.step}
+        if self.ema is not None:
+            s["ema"] = self.ema.state_dict()
+        return s
+
+    def load(self, state: dict) -> None:
+        self.diffusion.load_state_dict(state["diffusion"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        self.step = int(state["step"])
+
+
 def train_diffusion(opts: DiffusionTrainOptions) -> RestorationQuality:
+    """Train (or resume) the diffusion network on distorted/reference pairs; returns its held-out quality."""
     validate(opts)
     device = resolve_device(opts.device)
     dist_info = init_distributed(device)
@@ -245,85 +287,70 @@ def train_diffusion(opts: DiffusionTrainOptions) -> RestorationQuality:
     train_recs, held_recs = pair_records(opts)
     bank = PairBank(train_recs)
     held = PairBank(held_recs[:: max(1, len(held_recs) // opts.val_pairs)][: opts.val_pairs], "loading held-out")
-    opt = torch.optim.Adam(diffusion.parameters(), lr=opts.lr)
-    if opts.lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"--lr-schedule {opts.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=opts.steps) if opts.lr_schedule == "cosine"
-             else torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0))
+    tr = _Training.start(diffusion, opts)
     if dist_info.main:
         print(f"train-diffusion: preset {opts.preset}, batch {opts.batch}, crop {opts.crop}, lr {opts.lr:g} "
               f"({opts.lr_schedule}), {opts.steps} steps", flush=True)
-    ema = None
-    if opts.ema > 0:
-        ema = torch.optim.swa_utils.AveragedModel(
-            diffusion, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(opts.ema), use_buffers=True)
-    step = 0
     rng = np.random.default_rng(opts.seed + 1000 * dist_info.rank)
     state = load_state(out)
     if state is not None:
-        diffusion.load_state_dict(state["diffusion"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if ema is not None and "ema" in state:
-            ema.load_state_dict(state["ema"])
-        step = int(state["step"])
-        rng = np.random.default_rng([opts.seed, step, dist_info.rank])
-        print(f"resuming {out} from step {step}", file=sys.stderr)
+        tr.load(state)
+        rng = np.random.default_rng([opts.seed, tr.step, dist_info.rank])
+        print(f"resuming {out} from step {tr.step}", file=sys.stderr)
     net = diffusion
     if dist_info.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(diffusion, device_ids=[device.index] if device.type == "cuda" else None)
-    log = JsonlLog(out / "log.jsonl")
     if dist_info.main:
         (out / "options.json").parent.mkdir(parents=True, exist_ok=True)
         (out / "options.json").write_text(json.dumps(asdict(opts), indent=2))
-
-    def save_state() -> None:
-        if dist_info.main:
-            s = {"diffusion": diffusion.state_dict(), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict(), "step": step}
-            if ema is not None:
-                s["ema"] = ema.state_dict()
-            atomic_save(s, out / "state.pt")
-
-    bar = tqdm(total=opts.steps, initial=step, desc="diffusion", unit="step", file=sys.stderr,
-               disable=not dist_info.main)
-    t0, losses = time.perf_counter(), []
-    while step < opts.steps:
-        d, r = (t.to(device) for t in bank.batch(opts.batch, opts.crop, rng))
-        with autocast(device):
-            loss = net(r, d)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if ema is not None:
-            ema.update_parameters(diffusion)
-        step += 1
-        losses.append(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if _due(step, opts.save_every, opts.steps):
-            save_state()
-            if dist_info.main:
-                log.write(step=step, loss=float(np.mean(losses)), lr=sched.get_last_lr()[0],
-                          pairs_per_s=len(losses) * opts.batch / (time.perf_counter() - t0))
-            t0, losses = time.perf_counter(), []
-        if dist_info.main and _due(step, opts.sample_every, opts.steps):
-            q = measure(_eval_module(diffusion, ema), held, device, opts.seed, out / "samples" / f"step{step:06d}.png")
-            log.write(step=step, **{k: v for k, v in asdict(q).items() if k != "per_pair"})
-    bar.close()
-    quality = measure(_eval_module(diffusion, ema), held, device, opts.seed, out / "samples" / "final.png")
+    _train_steps(opts, tr, net, bank, held, rng, device, dist_info.main)
+    quality = measure(_eval_module(diffusion, tr.ema), held, device, opts.seed, out / "samples" / "final.png")
     if dist_info.main:
-        if ema is not None:
-            diffusion.load_state_dict(ema.module.state_dict())
+        if tr.ema is not None:
+            diffusion.load_state_dict(tr.ema.module.state_dict())
         card = {"stage": "diffusion network trained; quality heads untrained", "training_data": str(opts.data),
-                "split_file": opts.split_file, "split_index": opts.split_index, "diffusion_steps": step,
+                "split_file": opts.split_file, "split_index": opts.split_index, "diffusion_steps": tr.step,
                 "diffusion_options": asdict(opts), "restoration": asdict(quality)}
         save_checkpoint(model, out / "last", card)
         print(f"held-out restoration: PSNR {quality.psnr_distorted:.2f} -> {quality.psnr_restored:.2f} dB, "
               f"SSIM {quality.ssim_distorted:.4f} -> {quality.ssim_restored:.4f} ({quality.pairs} pairs); "
               f"checkpoint {out / 'last'}")
     return quality
+
+
+def _train_steps(opts: DiffusionTrainOptions, tr: _Training, net: torch.nn.Module, bank: PairBank, held: PairBank,
+                 rng: np.random.Generator, device: torch.device, main: bool) -> None:
+    """The steps left: a batch of random crops, the diffusion loss, the state and log every `save_every`
+    steps, restoration samples every `sample_every` steps (on the main process)."""
+    out = Path(opts.out)
+    log = JsonlLog(out / "log.jsonl")
+    bar = tqdm(total=opts.steps, initial=tr.step, desc="diffusion", unit="step", file=sys.stderr, disable=not main)
+    t0, losses = time.perf_counter(), []
+    while tr.step < opts.steps:
+        d, r = (t.to(device) for t in bank.batch(opts.batch, opts.crop, rng))
+        with autocast(device):
+            loss = net(r, d)
+        tr.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        tr.opt.step()
+        tr.sched.step()
+        if tr.ema is not None:
+            tr.ema.update_parameters(tr.diffusion)
+        tr.step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if _due(tr.step, opts.save_every, opts.steps):
+            if main:
+                atomic_save(tr.state(), out / "state.pt")
+                log.write(step=tr.step, loss=float(np.mean(losses)), lr=tr.sched.get_last_lr()[0],
+                          pairs_per_s=len(losses) * opts.batch / (time.perf_counter() - t0))
+            t0, losses = time.perf_counter(), []
+        if main and _due(tr.step, opts.sample_every, opts.steps):
+            q = measure(_eval_module(tr.diffusion, tr.ema), held, device, opts.seed,
+                        out / "samples" / f"step{tr.step:06d}.png")
+            log.write(step=tr.step, **{k: v for k, v in asdict(q).items() if k != "per_pair"})
+    bar.close()
 
 
 def _eval_module(diffusion, ema):
