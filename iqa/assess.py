@@ -173,7 +173,8 @@ class Assessor:
         h, w = img.shape[:2]
         k = DEFAULT_CROPS if crops is None else crops
         # the pipeline settings are part of the key: a caller may switch them on a live assessor
-        key = (hashlib.sha256(img.tobytes()).hexdigest(), img.shape, k, steps, seed, self.cfg.diffusion.on, self.bf16)
+        key = (hashlib.sha256(img.tobytes()).hexdigest(), img.shape, k, steps, seed, self.cfg.diffusion.on,
+               self.cfg.diffusion.unet_scale, self.bf16)
         if key in self._recent:
             self._recent.move_to_end(key)
             report(1.0, "done (assessed before with these settings)")
@@ -333,6 +334,13 @@ def check_restore_on(on: str) -> str:
     return on
 
 
+def check_unet_scale(scale: int) -> int:
+    """`scale` if it is a valid `DiffusionConfig.unet_scale` (an integer >= 1), else a ValueError."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"diffusion unet_scale must be an integer >= 1, got {scale!r}")
+    return scale
+
+
 def restore_windows(boxes, on: str) -> list[tuple[int, int, int, int]]:
     """The windows the diffusion restores for crop `boxes` (x0, y0, x1, y1): the boxes ("crops"), or
     ("region") their bounding rectangle when it holds fewer pixels than the boxes together."""
@@ -369,14 +377,17 @@ def scaled_keep_steps(cfg: ModelConfig, steps: int) -> tuple[int, int]:
 
 def load(checkpoint_or_preset: str | Path | None = None, device: str = "auto",
          allow_random_backbone: bool = False, bf16: Iterable[str] | None = None,
-         diffusion_on: str | None = None) -> Assessor:
+         diffusion_on: str | None = None, diffusion_scale: int | None = None) -> Assessor:
     """An `Assessor` from a checkpoint folder/file, a preset name (untrained heads), or the default.
     A preset whose backbone weights are not reachable raises `RandomBackboneError` unless
     `allow_random_backbone`. `bf16`: stages run under bf16 autocast (None: `default_bf16`).
-    `diffusion_on`: where the diffusion runs (`DiffusionConfig.on`) instead of the checkpoint's setting."""
+    `diffusion_on`: where the diffusion runs (`DiffusionConfig.on`) instead of the checkpoint's setting;
+    `diffusion_scale`: the U-Net's `DiffusionConfig.unet_scale` instead of the checkpoint's."""
     assessor = _load(checkpoint_or_preset, device, allow_random_backbone, bf16)
     if diffusion_on is not None:
         assessor.cfg.diffusion.on = check_restore_on(diffusion_on)
+    if diffusion_scale is not None:
+        assessor.cfg.diffusion.unet_scale = check_unet_scale(diffusion_scale)
     return assessor
 
 

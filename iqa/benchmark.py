@@ -20,7 +20,7 @@ from iqa.assess import DEFAULT_CHECKPOINT as DEFAULT_CHECKPOINT_PATH
 from iqa.assess import Assessor, load
 from iqa.images import ImageError
 from iqa.model import count_parameters
-from iqa.score import collect_images, parse_bf16
+from iqa.score import add_diffusion_scale_option, collect_images, parse_bf16
 
 DEFAULT_SIZE = (512, 384)
 DEFAULT_REPEATS = 5
@@ -49,6 +49,7 @@ class BenchmarkResult:
     brisque_median_s: float
     cached_s: float  # the same image and settings again (the Inspect tab's redraws, a repeated click)
     diffusion_on: str = ""  # DiffusionConfig.on: where the diffusion ran
+    unet_scale: int = 1  # DiffusionConfig.unet_scale: the U-Net ran at 1/unet_scale resolution
     bf16: tuple[str, ...] = ()  # stages run under bf16 autocast
     target_best_s: float = TARGET_BEST_S
     target_median_s: float = TARGET_MEDIAN_S
@@ -121,14 +122,16 @@ def run_benchmark(assessor: Assessor, size=DEFAULT_SIZE, crops: int = 3, steps: 
         size=tuple(size), crops=len(results[0].crops), steps=steps or assessor.cfg.diffusion.sample_steps,
         repeats=repeats, parameters=params, seconds=stages, best_s=min(times), median_s=float(np.median(times)),
         brisque_best_s=min(b_times), brisque_median_s=float(np.median(b_times)), cached_s=cached,
-        diffusion_on=assessor.cfg.diffusion.on if m.diffusion is not None else "none", bf16=tuple(assessor.bf16))
+        diffusion_on=assessor.cfg.diffusion.on if m.diffusion is not None else "none", bf16=tuple(assessor.bf16),
+        unet_scale=assessor.cfg.diffusion.unet_scale)
 
 
 def format_result(r: BenchmarkResult) -> str:
     lines = [f"preset {r.preset} on {r.device} ({r.machine})",
              f"image {r.size[0]}x{r.size[1]}, {r.crops} crops, {r.steps} sampling steps, "
              f"{r.repeats} timed runs after a warm-up",
-             f"diffusion on: {r.diffusion_on}; bf16 autocast: {', '.join(r.bf16) or 'none (float32)'}", "parameters:"]
+             f"diffusion on: {r.diffusion_on}" + (f" (U-Net at 1/{r.unet_scale} resolution)" if r.unet_scale > 1 else "")
+             + f"; bf16 autocast: {', '.join(r.bf16) or 'none (float32)'}", "parameters:"]
     lines += [f"  {k:<10} {v / 1e6:8.2f} M" for k, v in r.parameters.items()]
     lines.append("seconds per stage (median):")
     lines += [f"  {k:<18} {v:8.4f}" for k, v in r.seconds.items()]
@@ -189,6 +192,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16", type=parse_bf16, default="auto", metavar="STAGES",
                    help="stages run under bf16 autocast: auto (default: diffusion, backbones and VCG trunk on "
                         "CPUs with AMX, none elsewhere), none, or comma-separated names of diffusion, backbones, vcg")
+    add_diffusion_scale_option(p)
     p.add_argument("--batch-folder", default=None, metavar="DIR",
                    help="also assess every image of DIR and print images/s")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -259,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         assessor = load(args.checkpoint or args.preset or None, device=args.device,
-                        allow_random_backbone=args.allow_random_backbone, bf16=() if args.float32 else args.bf16)
+                        allow_random_backbone=args.allow_random_backbone, bf16=() if args.float32 else args.bf16,
+                        diffusion_scale=args.diffusion_scale)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -57,6 +57,9 @@ class DiffusionConfig:
     # rectangle holding every crop when it has fewer pixels than the crops together (overlapping crops
     # share their pixels' restoration), else each crop.
     on: str = "image"
+    # The U-Net runs at 1/unet_scale of the image's resolution: its input average-pooled, its prediction
+    # upsampled bilinearly; the sampler's states (and their noise) stay at full resolution. 1: the paper.
+    unet_scale: int = 1
 
 
 @dataclass

@@ -8,7 +8,9 @@ Paper: the process diffuses the reference image itself and the U-Net predicts th
 (`DiffusionConfig.target` / `.predict`) let it diffuse the residual reference − distorted instead
 (as SRDiff does) and predict the clean sample x0; with both, the U-Net's last convolution starts at
 zero so an untrained network returns the distorted image unchanged instead of noise (the `lite`
-preset). States are always returned in image space: y = distorted + residual state.
+preset). States are always returned in image space: y = distorted + residual state. With
+`DiffusionConfig.unet_scale` > 1 the U-Net sees its input average-pooled and its prediction is
+upsampled (`Diffusion.predict`); the states stay at full resolution.
 """
 from __future__ import annotations
 
@@ -89,8 +91,24 @@ class Diffusion(nn.Module):
         if cfg.target == "residual" and cfg.predict == "x0":
             nn.init.zeros_(self.unet.final.conv.weight)  # predicted residual 0: y0 = the distorted input
             nn.init.zeros_(self.unet.final.conv.bias)
+        if not isinstance(cfg.unet_scale, int) or cfg.unet_scale < 1:
+            raise ValueError(f"diffusion unet_scale must be an integer >= 1, got {cfg.unet_scale!r}")
         # sqrt(ᾱ_0..ᾱ_T) of the training schedule (not a buffer: rebuilt from cfg, not in checkpoints)
         self._train_sqrt_ab = alpha_bars(cfg, cfg.train_steps).sqrt()
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this (the U-Net's, times `unet_scale`); `restore` pads to it."""
+        return self.cfg.unet.size_multiple * self.cfg.unet_scale
+
+    def predict(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """The U-Net's prediction for concat([cond, x_t]) (B, 6, H, W) at noise level γ (B,) -> (B, 3, H, W),
+        run at 1/`unet_scale` resolution when that is > 1 (input average-pooled, output bilinearly upsampled)."""
+        s = self.cfg.unet_scale
+        if s == 1:
+            return self.unet(x, gamma)
+        return F.interpolate(self.unet(F.avg_pool2d(x, s), gamma), scale_factor=s, mode="bilinear",
+                             align_corners=False)
 
     def forward(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Same as `loss` (so wrappers such as DataParallel can call the module)."""
@@ -119,7 +137,7 @@ class Diffusion(nn.Module):
         eps = _randn(tuple(x0.shape), x0, generator)
         g = gamma[:, None, None, None]
         x_t = g * x0 + (1 - g**2).sqrt() * eps
-        out = self.unet(torch.cat([cond, x_t], dim=1), gamma)
+        out = self.predict(torch.cat([cond, x_t], dim=1), gamma)
         want = x0 if self.cfg.predict == "x0" else eps
         if self.cfg.loss == "l1":
             return F.l1_loss(out, want)
@@ -165,7 +183,7 @@ class Diffusion(nn.Module):
             )
 
         h, w = cond.shape[-2:]
-        cond_p, (left, _, top, _) = pad_to_multiple(cond, self.cfg.unet.size_multiple)
+        cond_p, (left, _, top, _) = pad_to_multiple(cond, self.size_multiple)
         ab = alpha_bars(self.cfg, n).tolist()
         residual = self.cfg.target == "residual"
         # x̂0 is clamped so that the restored image stays in [−1, 1]
@@ -175,7 +193,7 @@ class Diffusion(nn.Module):
         elif noise.shape != cond.shape:
             raise ValueError(f"starting noise {tuple(noise.shape)} must have the shape of cond {tuple(cond.shape)}")
         else:
-            x = pad_to_multiple(noise.to(cond_p), self.cfg.unet.size_multiple)[0]
+            x = pad_to_multiple(noise.to(cond_p), self.size_multiple)[0]
         kept = {n: x} if t2 == n else {}
 
         was_training = self.unet.training
@@ -184,7 +202,7 @@ class Diffusion(nn.Module):
             for i, t in enumerate(range(n, 0, -1), start=1):
                 a_t, a_prev = ab[t], ab[t - 1]
                 gamma = torch.full((x.shape[0],), a_t**0.5, device=x.device, dtype=x.dtype)
-                out = self.unet(torch.cat([cond_p, x], dim=1), gamma)
+                out = self.predict(torch.cat([cond_p, x], dim=1), gamma)
                 if self.cfg.predict == "x0":
                     x0_hat = out
                 else:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from iqa.data.stream import StreamConfig, training_photos
 from iqa.images import ImageError, load_image
 from iqa.results import PatchMaps
+from iqa.score import add_diffusion_scale_option
 
 BLUR_SIGMA, NOISE_SIGMA = 3.0, 18.0  # px, 8-bit levels: the damage of the blur+noise cases
 JPEG_QUALITY = 8
@@ -173,6 +174,7 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
     p.add_argument("--no-baseline", action="store_true", help="skip the local-BRISQUE baseline")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_diffusion_scale_option(p)
     p.add_argument("--out", default="runs/localise", help="folder for localise.md and localise.json")
     p.set_defaults(func=run)
 
@@ -185,7 +187,7 @@ def run(args) -> int:
             photos = photos[:args.limit]
         if not photos:
             raise ValueError(f"{args.photos}: no photos in the {args.part!r} part")
-        assessor = load(args.checkpoint, device=args.device)
+        assessor = load(args.checkpoint, device=args.device, diffusion_scale=args.diffusion_scale)
         label = f"VCG map ({args.checkpoint or 'bundled default'})"
         cases = run_localise(photos, assessor, label, args.crops, baseline=not args.no_baseline)
     except (ValueError, OSError) as err:

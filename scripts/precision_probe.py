@@ -2,9 +2,10 @@
 
 For the test part of a photo folder (resized to `--side` px, long side) and the six plain kinds at
 levels 1, 3, 5, it scores every image with each variant of the pipeline: where the diffusion runs
-(`DiffusionConfig.on`: each crop, or the crops' bounding region when smaller) and which stages run in
-bf16 autocast. It prints, per variant, the median seconds per image and the mean / largest absolute
-score change against the first variant, beside the change that another noise seed alone makes.
+(`DiffusionConfig.on`: each crop, or the crops' bounding region when smaller), which stages run in
+bf16 autocast, and the U-Net at half resolution (`DiffusionConfig.unet_scale`). It prints, per
+variant, the median seconds per image and the mean / largest absolute score change against the first
+variant, beside the change that another noise seed alone makes.
 
     python scripts/precision_probe.py --photos ../shared/pristine
 """
@@ -36,6 +37,7 @@ class Variant:
     on: str
     bf16: tuple[str, ...]
     seed: int = 0
+    unet_scale: int = 1  # DiffusionConfig.unet_scale
 
 
 VARIANTS = (
@@ -44,6 +46,7 @@ VARIANTS = (
     Variant("region, float32", "region", ()),
     Variant("region, bf16 diffusion + vcg", "region", ("diffusion", "vcg")),
     Variant("region, bf16 diffusion + backbones + vcg", "region", ("diffusion", "backbones", "vcg")),
+    Variant("the same, U-Net at 1/2 resolution", "region", ("diffusion", "backbones", "vcg"), unet_scale=2),
 )
 
 
@@ -96,7 +99,8 @@ def main(argv=None) -> int:
     images = probe_images(photos, args.side)
     print(f"{len(images)} images ({len(photos)} photos at {args.side} px, plain kinds at levels {PROBE_LEVELS})")
     print(f"{'variant':45s} {'median s':>9s} {'mean |Δ|':>9s} {'max |Δ|':>9s}")
-    for r in run_variants(lambda v: load(args.checkpoint, device="cpu", bf16=v.bf16, diffusion_on=v.on), images):
+    for r in run_variants(lambda v: load(args.checkpoint, device="cpu", bf16=v.bf16, diffusion_on=v.on,
+                                        diffusion_scale=v.unet_scale), images):
         print(f"{r.name:45s} {r.median_s:9.3f} {r.mean_abs_change:9.4f} {r.max_abs_change:9.4f}")
     return 0
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from iqa.assess import Assessor, crop_boxes, restore_windows, scaled_keep_steps
+from iqa.assess import Assessor, crop_boxes, load, restore_windows, scaled_keep_steps
 from iqa.config import preset
 from iqa.images import ImageError
 from iqa.model import DiffV2IQA
@@ -118,6 +118,15 @@ def test_same_image_and_settings_come_from_memory():
     assert not other.cached and other.score != first.score  # another seed: other noise in y1/y2
     a.bf16 = ("vcg",)
     assert not a.assess(img, crops=2).cached  # other pipeline settings: computed again, not served from memory
+    a.cfg.diffusion.unet_scale = 2  # the U-Net at half resolution: states still at the image's size
+    half = a.assess(img, crops=2)
+    assert not half.cached and half.restored.shape == img.shape and half.states[1].image.shape == img.shape
+
+
+def test_load_checks_the_diffusion_scale():
+    with pytest.raises(ValueError, match="unet_scale"):
+        load("tiny", allow_random_backbone=True, diffusion_scale=0)
+    assert load("tiny", allow_random_backbone=True, diffusion_scale=2).model.diffusion.cfg.unet_scale == 2
 
 
 def test_channels_last_changes_no_score():

@@ -230,3 +230,25 @@ def test_residual_x0_training_moves_towards_reference():
 def test_unknown_target_or_prediction(field, value):
     with pytest.raises(ValueError, match=field if field == "target" else "prediction"):
         Diffusion(tiny_cfg(**{field: value}))
+
+
+@pytest.mark.parametrize("size", [(37, 53), (16, 16)])
+def test_half_resolution_unet_keeps_full_resolution_states(size):
+    torch.manual_seed(0)
+    d = Diffusion(tiny_cfg(target="residual", predict="x0", unet_scale=2))
+    assert d.size_multiple == 2 * d.cfg.unet.size_multiple
+    x = images(b=1, h=size[0], w=size[1], seed=9)
+    assert d.predict(pad_to_multiple(torch.cat([x, x], 1), d.size_multiple)[0], torch.full((1,), 0.5)).shape[1] == 3
+    r = d.restore(x, generator=gen(0))
+    assert r.y0.shape == r.y1.shape == r.y2.shape == (1, 3, *size)
+    # the noise of y2 is drawn at full resolution: its pixel-to-pixel variation is not halved
+    noise = (r.y2 - r.y0)[..., : size[0] // 2 * 2, : size[1] // 2 * 2]
+    pooled = torch.nn.functional.avg_pool2d(noise, 2)
+    assert noise.std() > 1.5 * pooled.std()
+    assert d.loss(images(h=32, w=32, seed=10), images(h=32, w=32, seed=11), generator=gen(0)).item() > 0
+
+
+@pytest.mark.parametrize("scale", [0, 1.5])
+def test_bad_unet_scale(scale):
+    with pytest.raises(ValueError, match="unet_scale"):
+        Diffusion(tiny_cfg(unet_scale=scale))
