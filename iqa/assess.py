@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from iqa.checkpoint import load_checkpoint
 from iqa.config import PRESETS, ModelConfig, preset
+from iqa.diffusion import check_unet_scale
 from iqa.images import ImageError, describe, load_image
 from iqa.model import DiffV2IQA
 from iqa.results import Assessment, NoisyState, PatchMaps, RestorationChange
@@ -332,13 +333,6 @@ def check_restore_on(on: str) -> str:
     if on not in RESTORE_ON:
         raise ValueError(f"unknown diffusion.on {on!r}; choose one of {RESTORE_ON}")
     return on
-
-
-def check_unet_scale(scale: int) -> int:
-    """`scale` if it is a valid `DiffusionConfig.unet_scale` (an integer >= 1), else a ValueError."""
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"diffusion unet_scale must be an integer >= 1, got {scale!r}")
-    return scale
 
 
 def restore_windows(boxes, on: str) -> list[tuple[int, int, int, int]]:

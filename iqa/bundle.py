@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from iqa.assess import DEFAULT_CHECKPOINT, RESTORE_ON, check_restore_on, check_unet_scale
+from iqa.assess import DEFAULT_CHECKPOINT, RESTORE_ON, check_restore_on
+from iqa.diffusion import check_unet_scale
 from iqa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 SRCC_AGREEMENT = 1e-3  # the report and the run's own test SRCC on the same images must agree this closely

@@ -73,6 +73,13 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     return F.pad(x, pads, mode=mode), pads
 
 
+def check_unet_scale(scale: int) -> int:
+    """`scale` if it is a valid `DiffusionConfig.unet_scale` (an integer >= 1), else a ValueError."""
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"diffusion unet_scale must be an integer >= 1, got {scale!r}")
+    return scale
+
+
 class Diffusion(nn.Module):
     """SR3-style conditional diffusion: `loss(x0, cond)` for training, `restore(cond)` for inference."""
 
@@ -91,8 +98,7 @@ class Diffusion(nn.Module):
         if cfg.target == "residual" and cfg.predict == "x0":
             nn.init.zeros_(self.unet.final.conv.weight)  # predicted residual 0: y0 = the distorted input
             nn.init.zeros_(self.unet.final.conv.bias)
-        if not isinstance(cfg.unet_scale, int) or cfg.unet_scale < 1:
-            raise ValueError(f"diffusion unet_scale must be an integer >= 1, got {cfg.unet_scale!r}")
+        check_unet_scale(cfg.unet_scale)
         # sqrt(ᾱ_0..ᾱ_T) of the training schedule (not a buffer: rebuilt from cfg, not in checkpoints)
         self._train_sqrt_ab = alpha_bars(cfg, cfg.train_steps).sqrt()
 

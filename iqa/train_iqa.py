@@ -511,14 +511,16 @@ def _train_epochs(sp: _Split, card_base: dict) -> None:
         lr = sp.optimizer.param_groups[0]["lr"]
         sp.scheduler.step()
         pr.epoch += 1
-        _end_epoch(sp, card_base, {"lr": lr, "images_per_s": images / max(time.perf_counter() - t_epoch, 1e-9),
-                                   "steps": pr.step - first_step}, t_epoch, first_step)
+        stats = {"lr": lr, "images_per_s": images / max(time.perf_counter() - t_epoch, 1e-9),
+                 "steps": pr.step - first_step, **({"resumed_at_step": first_step} if first_step else {})}
+        _end_epoch(sp, card_base, stats, t_epoch)
         pr.step, pr.loss_sum, pr.loss_count = 0, 0.0, 0
         sp.save_state()
 
 
-def _end_epoch(sp: _Split, card_base: dict, record: dict, t_epoch: float, first_step: int) -> None:
-    """Validate the epoch's weights, keep them as best/ when val SRCC improved, write last/ and the log."""
+def _end_epoch(sp: _Split, card_base: dict, stats: dict, t_epoch: float) -> None:
+    """Validate the epoch's weights, keep them as best/ when val SRCC improved, write last/ and the log
+    (`stats`: the epoch's lr, images/s, steps and where it resumed, as logged)."""
     run, opts, pr = sp.run, sp.run.opts, sp.progress
     val = correlate(sp.predict(sp.val), sp.val) if sp.val else None
     improved = val is None or pr.best_srcc is None or (math.isfinite(val.srcc) and val.srcc > pr.best_srcc)
@@ -533,10 +535,7 @@ def _end_epoch(sp: _Split, card_base: dict, record: dict, t_epoch: float, first_
         save_checkpoint(sp.model, sp.run_dir / BEST, _plain({**card, "best_epoch": pr.epoch}))
     loss_mean = pr.loss_sum / max(pr.loss_count, 1)
     record = {"epoch": pr.epoch, "loss": loss_mean, "val_srcc": val.srcc if val else None,
-              "val_plcc": val.plcc if val else None, "lr": record["lr"], "images_per_s": record["images_per_s"],
-              "seconds": time.perf_counter() - t_epoch, "steps": record["steps"]}
-    if first_step:
-        record["resumed_at_step"] = first_step
+              "val_plcc": val.plcc if val else None, **stats, "seconds": time.perf_counter() - t_epoch}
     log = JsonlLog(sp.run_dir / LOG)
     if not any(r.get("epoch") == pr.epoch for r in log.read()):  # a kill just after logging: no duplicate
         log.write(**_plain(record))
