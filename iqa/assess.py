@@ -122,8 +122,8 @@ def noise_seed(x: torch.Tensor, seed: int) -> int:
 class Assessor:
     """A loaded model plus the inference pipeline around it.
 
-    `channels_last` stores the convolution weights in NHWC, which the CPU's oneDNN kernels run faster
-    (above all the backbones); it changes no score beyond float rounding. Leave it off for a model
+    `channels_last` stores the convolution weights in NHWC (not the U-Net's, see
+    `DiffV2IQA.to_channels_last`), which the CPU's oneDNN kernels run faster; it changes no score beyond float rounding. Leave it off for a model
     that is still being trained and saved (safetensors needs contiguous tensors)."""
 
     def __init__(self, model: DiffV2IQA, card: dict | None = None, device: str = "auto",
@@ -135,7 +135,7 @@ class Assessor:
             raise ValueError(f"unknown stage(s) for bf16: {sorted(unknown)}; choose from {STAGES}")
         self.model = model.to(self.device).eval()
         if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            self.model.to_channels_last()
         self.cfg: ModelConfig = model.cfg
         self.card = card or {}
         self._recent: OrderedDict[tuple, Assessment] = OrderedDict()

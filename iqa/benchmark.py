@@ -226,7 +226,9 @@ def train_throughput(model, series: int = 3, crop: int = 224, repeats: int = 3,
     device = next(model.parameters()).device
     out = {}
     for mode in modes:
-        model.to(memory_format=torch.channels_last if "channels_last" in mode else torch.contiguous_format)
+        model.to(memory_format=torch.contiguous_format)
+        if "channels_last" in mode:
+            model.to_channels_last()
         ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if "bf16" in mode
                else torch.autocast(device.type, enabled=False))
         times = []

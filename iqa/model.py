@@ -72,6 +72,14 @@ class DiffV2IQA(nn.Module):
             out[self.cfg.vda.backbone.name] = self.vda_backbone.weights_source
         return out
 
+    def to_channels_last(self) -> "DiffV2IQA":
+        """Store the backbones' and heads' weights in NHWC (faster oneDNN convolutions on CPUs) but keep
+        the diffusion U-Net in NCHW: its GroupNorm runs ~19x slower on channels_last bf16 tensors."""
+        for name, child in self.named_children():
+            if name != "diffusion":
+                child.to(memory_format=torch.channels_last)
+        return self
+
     def backbone_input(self, states: torch.Tensor) -> tuple[torch.Tensor, int]:
         """states (B, 4, 3, h, w) in [-1, 1] -> normalised backbone input (nB, 3, h, w) and n, the
         states per crop that need a pass: 4, or 1 without diffusion (every state is x)."""

@@ -326,7 +326,9 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
     if cfg.revive_vcg:
         revive_score_head(model, cfg.local_skip)  # a resumed run's state overrides it below
     groups = prepare(model, cfg)
-    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    model.to(device)
+    if cfg.channels_last:
+        model.to_channels_last()
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     progress, init_card = _resume(out, cfg, model, opt, init_card)
     start = progress["step"]

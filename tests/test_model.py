@@ -67,3 +67,17 @@ def test_frozen_backbone_gets_no_gradient():
     model(torch.rand(1, 4, 3, 224, 224)).score.sum().backward()
     assert all(p.grad is None for p in model.backbone.parameters())
     assert model.vcg.noise_embed.grad is not None
+
+
+def test_channels_last_keeps_the_unet_in_nchw_and_the_scores():
+    model = tiny_model().eval()
+    x = torch.rand(2, 4, 3, 224, 224) * 2 - 1
+    with torch.no_grad():
+        before = model(x).score
+        model.to_channels_last()
+        after = model(x).score
+    conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    unet_conv = next(m for m in model.diffusion.unet.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not unet_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(before, after, atol=1e-5)
