@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from iqa.checkpoint import load_checkpoint
 from iqa.config import PRESETS, ModelConfig, preset
-from iqa.diffusion import check_unet_scale
+from iqa.diffusion import check_full_res_steps, check_unet_scale
 from iqa.images import ImageError, describe, load_image
 from iqa.model import DiffV2IQA
 from iqa.results import Assessment, NoisyState, PatchMaps, RestorationChange
@@ -175,7 +175,7 @@ class Assessor:
         k = DEFAULT_CROPS if crops is None else crops
         # the pipeline settings are part of the key: a caller may switch them on a live assessor
         key = (hashlib.sha256(img.tobytes()).hexdigest(), img.shape, k, steps, seed, self.cfg.diffusion.on,
-               self.cfg.diffusion.unet_scale, self.bf16)
+               self.cfg.diffusion.unet_scale, self.cfg.diffusion.full_res_steps, self.bf16)
         if key in self._recent:
             self._recent.move_to_end(key)
             report(1.0, "done (assessed before with these settings)")
@@ -371,17 +371,21 @@ def scaled_keep_steps(cfg: ModelConfig, steps: int) -> tuple[int, int]:
 
 def load(checkpoint_or_preset: str | Path | None = None, device: str = "auto",
          allow_random_backbone: bool = False, bf16: Iterable[str] | None = None,
-         diffusion_on: str | None = None, diffusion_scale: int | None = None) -> Assessor:
+         diffusion_on: str | None = None, diffusion_scale: int | None = None,
+         full_res_steps: int | None = None) -> Assessor:
     """An `Assessor` from a checkpoint folder/file, a preset name (untrained heads), or the default.
     A preset whose backbone weights are not reachable raises `RandomBackboneError` unless
     `allow_random_backbone`. `bf16`: stages run under bf16 autocast (None: `default_bf16`).
     `diffusion_on`: where the diffusion runs (`DiffusionConfig.on`) instead of the checkpoint's setting;
-    `diffusion_scale`: the U-Net's `DiffusionConfig.unet_scale` instead of the checkpoint's."""
+    `diffusion_scale` / `full_res_steps`: the U-Net's `DiffusionConfig.unet_scale` / `.full_res_steps`
+    instead of the checkpoint's."""
     assessor = _load(checkpoint_or_preset, device, allow_random_backbone, bf16)
     if diffusion_on is not None:
         assessor.cfg.diffusion.on = check_restore_on(diffusion_on)
     if diffusion_scale is not None:
         assessor.cfg.diffusion.unet_scale = check_unet_scale(diffusion_scale)
+    if full_res_steps is not None:
+        assessor.cfg.diffusion.full_res_steps = check_full_res_steps(full_res_steps)
     return assessor
 
 

@@ -266,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         assessor = load(args.checkpoint or args.preset or None, device=args.device,
                         allow_random_backbone=args.allow_random_backbone, bf16=() if args.float32 else args.bf16,
-                        diffusion_scale=args.diffusion_scale)
+                        diffusion_scale=args.diffusion_scale, full_res_steps=args.full_res_steps)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from iqa.assess import DEFAULT_CHECKPOINT, RESTORE_ON, check_restore_on
-from iqa.diffusion import check_unet_scale
+from iqa.diffusion import check_full_res_steps, check_unet_scale
 from iqa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 SRCC_AGREEMENT = 1e-3  # the report and the run's own test SRCC on the same images must agree this closely
@@ -115,10 +115,11 @@ def _relative_paths(obj: Any, base: str) -> Any:
 
 def bundle(checkpoint: str | Path, report_json: str | Path | None = None, out: str | Path = DEFAULT_CHECKPOINT,
            levels_json: str | Path | None = None, levels_method: str | None = None,
-           diffusion_on: str | None = None, diffusion_scale: int | None = None) -> dict[str, Any]:
+           diffusion_on: str | None = None, diffusion_scale: int | None = None,
+           full_res_steps: int | None = None) -> dict[str, Any]:
     """Copy `checkpoint` to `out` with its held-out results in the card (and, with `diffusion_on` /
-    `diffusion_scale`, those settings of `DiffusionConfig.on` / `.unet_scale` in its config); returns the
-    new card."""
+    `diffusion_scale` / `full_res_steps`, those settings of `DiffusionConfig.on` / `.unet_scale` /
+    `.full_res_steps` in its config); returns the new card."""
     if report_json is None and levels_json is None:
         raise ValueError("name the held-out results: --levels (python -m iqa levels) and/or --report "
                          "(python -m iqa report --json)")
@@ -145,6 +146,8 @@ def bundle(checkpoint: str | Path, report_json: str | Path | None = None, out: s
         model.cfg.diffusion.on = check_restore_on(diffusion_on)
     if diffusion_scale is not None:
         model.cfg.diffusion.unet_scale = check_unet_scale(diffusion_scale)
+    if full_res_steps is not None:
+        model.cfg.diffusion.full_res_steps = check_full_res_steps(full_res_steps)
     card = _relative_paths(card, str(Path.cwd()) + "/")
     card["evaluation"] = ev
     card["bundled"] = {"from": str(checkpoint), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
@@ -153,6 +156,7 @@ def bundle(checkpoint: str | Path, report_json: str | Path | None = None, out: s
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from iqa.score import add_diffusion_scale_option  # iqa.score imports this module
     p = sub.add_parser("bundle", help="make a trained checkpoint the bundled default, its held-out report in the card",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint folder (e.g. runs/lite/best)")
@@ -163,16 +167,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diffusion-on", default=None, choices=RESTORE_ON,
                    help="where the bundled model's diffusion runs (default: the checkpoint's setting); "
                         "the levels run should use the same (`levels --diffusion-on`)")
-    p.add_argument("--diffusion-scale", type=int, default=None, metavar="N",
-                   help="run the bundled model's diffusion U-Net at 1/N resolution (default: the checkpoint's "
-                        "setting); the levels run should use the same (`levels --diffusion-scale`)")
+    add_diffusion_scale_option(p, "the checkpoint's")  # the levels run should use the same settings
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         card = bundle(args.checkpoint, args.report, args.out, args.levels, args.levels_method, args.diffusion_on,
-                      args.diffusion_scale)
+                      args.diffusion_scale, args.full_res_steps)
     except (CheckpointError, FileNotFoundError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

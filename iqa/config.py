@@ -59,7 +59,11 @@ class DiffusionConfig:
     on: str = "image"
     # The U-Net runs at 1/unet_scale of the image's resolution: its input average-pooled, its prediction
     # upsampled bilinearly; the sampler's states (and their noise) stay at full resolution. 1: the paper.
+    # A sampling setting: training (`Diffusion.loss`) always runs the U-Net at full resolution.
     unet_scale: int = 1
+    # With unet_scale > 1: the last (least noisy) sampling steps that still run at full resolution, so that
+    # the fine detail of y0 and y1 comes from the full-resolution U-Net. 0: every step at 1/unet_scale.
+    full_res_steps: int = 0
 
 
 @dataclass

@@ -10,7 +10,8 @@ Paper: the process diffuses the reference image itself and the U-Net predicts th
 zero so an untrained network returns the distorted image unchanged instead of noise (the `lite`
 preset). States are always returned in image space: y = distorted + residual state. With
 `DiffusionConfig.unet_scale` > 1 the U-Net sees its input average-pooled and its prediction is
-upsampled (`Diffusion.predict`); the states stay at full resolution.
+upsampled (`Diffusion.predict`), except in the last `full_res_steps` sampling steps; the states stay
+at full resolution. Both are sampling settings: `loss` always trains the U-Net at full resolution.
 """
 from __future__ import annotations
 
@@ -73,6 +74,13 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     return F.pad(x, pads, mode=mode), pads
 
 
+def check_full_res_steps(steps: int) -> int:
+    """`steps` if it is a valid `DiffusionConfig.full_res_steps` (an integer >= 0), else a ValueError."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"diffusion full_res_steps must be an integer >= 0, got {steps!r}")
+    return steps
+
+
 def check_unet_scale(scale: int) -> int:
     """`scale` if it is a valid `DiffusionConfig.unet_scale` (an integer >= 1), else a ValueError."""
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
@@ -99,6 +107,7 @@ class Diffusion(nn.Module):
             nn.init.zeros_(self.unet.final.conv.weight)  # predicted residual 0: y0 = the distorted input
             nn.init.zeros_(self.unet.final.conv.bias)
         check_unet_scale(cfg.unet_scale)
+        check_full_res_steps(cfg.full_res_steps)
         # sqrt(ᾱ_0..ᾱ_T) of the training schedule (not a buffer: rebuilt from cfg, not in checkpoints)
         self._train_sqrt_ab = alpha_bars(cfg, cfg.train_steps).sqrt()
 
@@ -107,10 +116,11 @@ class Diffusion(nn.Module):
         """Image sides must be multiples of this (the U-Net's, times `unet_scale`); `restore` pads to it."""
         return self.cfg.unet.size_multiple * self.cfg.unet_scale
 
-    def predict(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, gamma: torch.Tensor, scale: int | None = None) -> torch.Tensor:
         """The U-Net's prediction for concat([cond, x_t]) (B, 6, H, W) at noise level γ (B,) -> (B, 3, H, W),
-        run at 1/`unet_scale` resolution when that is > 1 (input average-pooled, output bilinearly upsampled)."""
-        s = self.cfg.unet_scale
+        run at 1/`scale` resolution (default `unet_scale`) when that is > 1 (input average-pooled, output
+        bilinearly upsampled)."""
+        s = self.cfg.unet_scale if scale is None else scale
         if s == 1:
             return self.unet(x, gamma)
         return F.interpolate(self.unet(F.avg_pool2d(x, s), gamma), scale_factor=s, mode="bilinear",
@@ -143,7 +153,7 @@ class Diffusion(nn.Module):
         eps = _randn(tuple(x0.shape), x0, generator)
         g = gamma[:, None, None, None]
         x_t = g * x0 + (1 - g**2).sqrt() * eps
-        out = self.predict(torch.cat([cond, x_t], dim=1), gamma)
+        out = self.unet(torch.cat([cond, x_t], dim=1), gamma)  # full resolution: unet_scale is for sampling
         want = x0 if self.cfg.predict == "x0" else eps
         if self.cfg.loss == "l1":
             return F.l1_loss(out, want)
@@ -208,7 +218,8 @@ class Diffusion(nn.Module):
             for i, t in enumerate(range(n, 0, -1), start=1):
                 a_t, a_prev = ab[t], ab[t - 1]
                 gamma = torch.full((x.shape[0],), a_t**0.5, device=x.device, dtype=x.dtype)
-                out = self.predict(torch.cat([cond_p, x], dim=1), gamma)
+                scale = 1 if t <= self.cfg.full_res_steps else self.cfg.unet_scale
+                out = self.predict(torch.cat([cond_p, x], dim=1), gamma, scale)
                 if self.cfg.predict == "x0":
                     x0_hat = out
                 else:

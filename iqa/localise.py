@@ -187,7 +187,8 @@ def run(args) -> int:
             photos = photos[:args.limit]
         if not photos:
             raise ValueError(f"{args.photos}: no photos in the {args.part!r} part")
-        assessor = load(args.checkpoint, device=args.device, diffusion_scale=args.diffusion_scale)
+        assessor = load(args.checkpoint, device=args.device, diffusion_scale=args.diffusion_scale,
+                        full_res_steps=args.full_res_steps)
         label = f"VCG map ({args.checkpoint or 'bundled default'})"
         cases = run_localise(photos, assessor, label, args.crops, baseline=not args.no_baseline)
     except (ValueError, OSError) as err:

@@ -224,10 +224,15 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     add_diffusion_scale_option(p)
 
 
-def add_diffusion_scale_option(p: argparse.ArgumentParser) -> None:
+def add_diffusion_scale_option(p: argparse.ArgumentParser, whose: str = "the model's") -> None:
+    """--diffusion-scale / --full-res-steps: the U-Net's resolution (`DiffusionConfig.unet_scale` /
+    `.full_res_steps`), by default `whose` setting."""
     p.add_argument("--diffusion-scale", type=int, default=None, metavar="N",
-                   help="run the diffusion U-Net at 1/N resolution: 2 is about 0.2 s faster per 512x384 photo on "
-                        "2 CPU cores and a little less accurate (README, Benchmarks); default: the model's")
+                   help=f"run the diffusion U-Net at 1/N resolution (1: full resolution, the paper; default: {whose} "
+                        "setting; the bundled default runs 2, with --full-res-steps 1)")
+    p.add_argument("--full-res-steps", type=int, default=None, metavar="K",
+                   help="with --diffusion-scale above 1: the last K sampling steps still run at full resolution "
+                        f"(0: none; default: {whose} setting)")
 
 
 def check_sampling_options(args: argparse.Namespace) -> str | None:
@@ -238,6 +243,8 @@ def check_sampling_options(args: argparse.Namespace) -> str | None:
         return f"--steps must be at least 2 (two noisy states are kept), got {args.steps}"
     if args.diffusion_scale is not None and args.diffusion_scale < 1:
         return f"--diffusion-scale must be at least 1 (1: full resolution), got {args.diffusion_scale}"
+    if args.full_res_steps is not None and args.full_res_steps < 0:
+        return f"--full-res-steps must be at least 0, got {args.full_res_steps}"
     return None
 
 
@@ -247,7 +254,8 @@ def open_assessor(args: argparse.Namespace) -> Assessor | None:
     try:
         assessor = load(args.checkpoint or args.preset or None, device=args.device,
                         allow_random_backbone=getattr(args, "allow_random_backbone", False),
-                        diffusion_scale=getattr(args, "diffusion_scale", None))
+                        diffusion_scale=getattr(args, "diffusion_scale", None),
+                        full_res_steps=getattr(args, "full_res_steps", None))
     except (FileNotFoundError, ValueError) as err:  # missing default, bad checkpoint, no CUDA
         print(f"error: {err}", file=sys.stderr)
         return None

@@ -5,9 +5,11 @@ levels 1, 3, 5, it scores every image with each variant of the pipeline: where t
 (`DiffusionConfig.on`: each crop, or the crops' bounding region when smaller), which stages run in
 bf16 autocast, and the U-Net at half resolution (`DiffusionConfig.unet_scale`). It prints, per
 variant, the median seconds per image and the mean / largest absolute score change against the first
-variant, beside the change that another noise seed alone makes.
+variant, beside the change that another noise seed alone makes. `--variants` picks some by number
+(the first one picked is the reference).
 
     python scripts/precision_probe.py --photos ../shared/pristine
+    python scripts/precision_probe.py --photos ../shared/pristine --variants 4,7,5,6
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class Variant:
     bf16: tuple[str, ...]
     seed: int = 0
     unet_scale: int = 1  # DiffusionConfig.unet_scale
+    full_res_steps: int = 0  # DiffusionConfig.full_res_steps
 
 
 VARIANTS = (
@@ -45,8 +48,11 @@ VARIANTS = (
     Variant("crops, float32, noise seed 1", "crops", (), seed=1),
     Variant("region, float32", "region", ()),
     Variant("region, bf16 diffusion + vcg", "region", ("diffusion", "vcg")),
-    Variant("region, bf16 diffusion + backbones + vcg", "region", ("diffusion", "backbones", "vcg")),
-    Variant("the same, U-Net at 1/2 resolution", "region", ("diffusion", "backbones", "vcg"), unet_scale=2),
+    Variant("region, bf16 all (diffusion, backbones, vcg)", "region", ("diffusion", "backbones", "vcg")),
+    Variant("region, bf16 all, U-Net at 1/2 resolution", "region", ("diffusion", "backbones", "vcg"), unet_scale=2),
+    Variant("region, bf16 all, U-Net at 1/2, last step full", "region", ("diffusion", "backbones", "vcg"), unet_scale=2,
+            full_res_steps=1),
+    Variant("region, bf16 all, noise seed 1", "region", ("diffusion", "backbones", "vcg"), seed=1),
 )
 
 
@@ -93,14 +99,22 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled one)")
     p.add_argument("--side", type=int, default=512, help="long side the photos are resized to")
     p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
+    p.add_argument("--variants", default=None, metavar="I,J,...",
+                   help="numbers of the variants to run, the reference first (default: all, in order): "
+                        + "; ".join(f"{i} {v.name}" for i, v in enumerate(VARIANTS)))
     args = p.parse_args(argv)
+    try:
+        variants = [VARIANTS[int(i)] for i in args.variants.split(",")] if args.variants else list(VARIANTS)
+    except (ValueError, IndexError):
+        p.error(f"--variants {args.variants!r}: give numbers from 0 to {len(VARIANTS) - 1}, comma-separated")
     photos = training_photos(StreamConfig(photos=args.photos, part="test"))
     photos = photos[:args.limit] if args.limit else photos
     images = probe_images(photos, args.side)
     print(f"{len(images)} images ({len(photos)} photos at {args.side} px, plain kinds at levels {PROBE_LEVELS})")
     print(f"{'variant':45s} {'median s':>9s} {'mean |Δ|':>9s} {'max |Δ|':>9s}")
     for r in run_variants(lambda v: load(args.checkpoint, device="cpu", bf16=v.bf16, diffusion_on=v.on,
-                                        diffusion_scale=v.unet_scale), images):
+                                        diffusion_scale=v.unet_scale, full_res_steps=v.full_res_steps),
+                          images, variants):
         print(f"{r.name:45s} {r.median_s:9.3f} {r.mean_abs_change:9.4f} {r.max_abs_change:9.4f}")
     return 0
 

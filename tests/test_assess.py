@@ -121,12 +121,17 @@ def test_same_image_and_settings_come_from_memory():
     a.cfg.diffusion.unet_scale = 2  # the U-Net at half resolution: states still at the image's size
     half = a.assess(img, crops=2)
     assert not half.cached and half.restored.shape == img.shape and half.states[1].image.shape == img.shape
+    a.cfg.diffusion.full_res_steps = 1
+    assert not a.assess(img, crops=2).cached
 
 
 def test_load_checks_the_diffusion_scale():
     with pytest.raises(ValueError, match="unet_scale"):
         load("tiny", allow_random_backbone=True, diffusion_scale=0)
     assert load("tiny", allow_random_backbone=True, diffusion_scale=2).model.diffusion.cfg.unet_scale == 2
+    with pytest.raises(ValueError, match="full_res_steps"):
+        load("tiny", allow_random_backbone=True, full_res_steps=-1)
+    assert load("tiny", allow_random_backbone=True, full_res_steps=1).model.diffusion.cfg.full_res_steps == 1
 
 
 def test_channels_last_changes_no_score():

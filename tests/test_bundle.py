@@ -87,10 +87,11 @@ def test_bundle_with_the_levels_test_carries_it_and_needs_the_crop_report_too(ru
     levels = _levels(tmp_path / "levels.json", weights_digest(run_best), 0.93, True)
     out = tmp_path / "default"
     assert cli_main(["bundle", str(run_best), "--levels", str(levels), "--out", str(out),
-                     "--diffusion-on", "crops"]) == 0
+                     "--diffusion-on", "crops", "--diffusion-scale", "2", "--full-res-steps", "1"]) == 0
     assert "levels test mean ρ 0.930" in capsys.readouterr().out
     cfg, card = read_metadata(out)
-    assert cfg.diffusion.on == "crops"  # where the bundled model's diffusion runs, as asked
+    # where and at which resolution the bundled model's diffusion runs, as asked
+    assert (cfg.diffusion.on, cfg.diffusion.unet_scale, cfg.diffusion.full_res_steps) == ("crops", 2, 1)
     lv = card["evaluation"]["levels"]
     assert lv["method"] == "tiny" and lv["photos"] == 2 and set(lv["others"]) == {"BRISQUE"}
     assert is_provisional(card) and "ρ 0.93" in provisional_note(card)  # the crop SRCC is not measured

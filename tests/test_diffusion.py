@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -245,10 +246,30 @@ def test_half_resolution_unet_keeps_full_resolution_states(size):
     noise = (r.y2 - r.y0)[..., : size[0] // 2 * 2, : size[1] // 2 * 2]
     pooled = torch.nn.functional.avg_pool2d(noise, 2)
     assert noise.std() > 1.5 * pooled.std()
-    assert d.loss(images(h=32, w=32, seed=10), images(h=32, w=32, seed=11), generator=gen(0)).item() > 0
+    # training runs the U-Net at full resolution whatever the sampling setting
+    full = Diffusion(dataclasses.replace(d.cfg, unet_scale=1))
+    full.load_state_dict(d.state_dict())
+    ref, cond = images(h=32, w=32, seed=10), images(h=32, w=32, seed=11)
+    assert d.loss(ref, cond, generator=gen(0)).item() == full.loss(ref, cond, generator=gen(0)).item() > 0
 
 
 @pytest.mark.parametrize("scale", [0, 1.5])
 def test_bad_unet_scale(scale):
     with pytest.raises(ValueError, match="unet_scale"):
         Diffusion(tiny_cfg(unet_scale=scale))
+
+
+@pytest.mark.parametrize("steps", [-1, 0.5])
+def test_bad_full_res_steps(steps):
+    with pytest.raises(ValueError, match="full_res_steps"):
+        Diffusion(tiny_cfg(full_res_steps=steps))
+
+
+def test_full_res_steps_run_the_last_steps_at_full_resolution():
+    torch.manual_seed(0)
+    d = Diffusion(tiny_cfg(target="residual", predict="x0", unet_scale=2, full_res_steps=2))
+    scales = []
+    predict = d.predict
+    d.predict = lambda x, gamma, scale=None: scales.append(scale) or predict(x, gamma, scale)
+    d.restore(images(b=1, h=32, w=32, seed=3), steps=5, keep_steps=(1, 2), generator=gen(0))
+    assert scales == [2, 2, 2, 1, 1]  # t = 5, 4, 3 at half resolution; t = 2, 1 at full

@@ -109,6 +109,8 @@ def test_usage_errors_exit_2(tmp_path, capsys, monkeypatch):
     assert main(["score", str(img), "--crops", "-1", *FAST[:2]]) == 2
     assert main(["score", str(img), "--diffusion-scale", "0", *FAST[:2]]) == 2
     assert "--diffusion-scale must be at least 1" in capsys.readouterr().err
+    assert main(["score", str(img), "--full-res-steps", "-1", *FAST[:2]]) == 2
+    assert "--full-res-steps must be at least 0" in capsys.readouterr().err
     monkeypatch.setattr(assess, "DEFAULT_CHECKPOINT", tmp_path / "no-checkpoint")
     assert main(["score", str(img)]) == 2
     assert "default checkpoint is missing" in capsys.readouterr().err
