@@ -50,6 +50,7 @@ class BenchmarkResult:
     cached_s: float  # the same image and settings again (the Inspect tab's redraws, a repeated click)
     diffusion_on: str = ""  # DiffusionConfig.on: where the diffusion ran
     unet_scale: int = 1  # DiffusionConfig.unet_scale: the U-Net ran at 1/unet_scale resolution
+    full_res_steps: int = 0  # DiffusionConfig.full_res_steps: ... except in these last sampling steps
     bf16: tuple[str, ...] = ()  # stages run under bf16 autocast
     target_best_s: float = TARGET_BEST_S
     target_median_s: float = TARGET_MEDIAN_S
@@ -123,15 +124,21 @@ def run_benchmark(assessor: Assessor, size=DEFAULT_SIZE, crops: int = 3, steps: 
         repeats=repeats, parameters=params, seconds=stages, best_s=min(times), median_s=float(np.median(times)),
         brisque_best_s=min(b_times), brisque_median_s=float(np.median(b_times)), cached_s=cached,
         diffusion_on=assessor.cfg.diffusion.on if m.diffusion is not None else "none", bf16=tuple(assessor.bf16),
-        unet_scale=assessor.cfg.diffusion.unet_scale)
+        unet_scale=assessor.cfg.diffusion.unet_scale, full_res_steps=assessor.cfg.diffusion.full_res_steps)
+
+
+def _unet_resolution(r: BenchmarkResult) -> str:
+    if r.unet_scale == 1:
+        return ""
+    last = f", its last {r.full_res_steps} step(s) at full" if r.full_res_steps else ""
+    return f" (U-Net at 1/{r.unet_scale} resolution{last})"
 
 
 def format_result(r: BenchmarkResult) -> str:
     lines = [f"preset {r.preset} on {r.device} ({r.machine})",
              f"image {r.size[0]}x{r.size[1]}, {r.crops} crops, {r.steps} sampling steps, "
              f"{r.repeats} timed runs after a warm-up",
-             f"diffusion on: {r.diffusion_on}" + (f" (U-Net at 1/{r.unet_scale} resolution)" if r.unet_scale > 1 else "")
-             + f"; bf16 autocast: {', '.join(r.bf16) or 'none (float32)'}", "parameters:"]
+             f"diffusion on: {r.diffusion_on}{_unet_resolution(r)}; bf16 autocast: {', '.join(r.bf16) or 'none (float32)'}", "parameters:"]
     lines += [f"  {k:<10} {v / 1e6:8.2f} M" for k, v in r.parameters.items()]
     lines.append("seconds per stage (median):")
     lines += [f"  {k:<18} {v:8.4f}" for k, v in r.seconds.items()]

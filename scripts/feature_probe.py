@@ -89,10 +89,10 @@ def main() -> int:
     side = lite().crop
     restore = None
     if args.diffusion:
-        from iqa.train_iqa import _diffusion_from
+        from iqa.train_iqa_split import diffusion_from
         from iqa.diffusion import Diffusion
 
-        dcfg, sd = _diffusion_from(args.diffusion)
+        dcfg, sd = diffusion_from(args.diffusion)
         restore = Diffusion(dcfg).eval()
         restore.load_state_dict(sd)
     stats = Statistics()

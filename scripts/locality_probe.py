@@ -16,7 +16,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from scipy.stats import mannwhitneyu
 

@@ -15,6 +15,8 @@ def test_benchmark_reports_parameters_stages_and_brisque():
     text = format_result(r)
     assert "BRISQUE" in text and "ratio" in text and "cached re-analysis" in text and "target" in text
     assert "diffusion on: region; bf16 autocast: vcg" in text  # what the timed pipeline ran
+    r.unet_scale, r.full_res_steps = 2, 1
+    assert "diffusion on: region (U-Net at 1/2 resolution, its last 1 step(s) at full)" in format_result(r)
     with pytest.raises(ValueError, match="repeats"):
         run_benchmark(Assessor(tiny_model(), device="cpu"), repeats=0)
 

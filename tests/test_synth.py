@@ -13,7 +13,6 @@ from PIL import Image
 from skimage import data
 
 from iqa.cli import main
-from iqa.data import synth
 from iqa.data.distortions import KINDS, LEVELS
 from iqa.data import contact_sheet as contact_sheet_module
 from iqa.data.contact_sheet import contact_sheet
