@@ -181,23 +181,7 @@ class Diffusion(nn.Module):
         mode (its train/eval mode is restored afterwards).
         """
         _check_images("cond (distorted image)", cond)
-        n = self.cfg.sample_steps if steps is None else steps
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"sampling steps must be an integer >= 1, got {n!r}")
-        sampler = self.cfg.sampler if sampler is None else sampler
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
-        keep = self.cfg.keep_steps if keep_steps is None else keep_steps
-        try:
-            t1, t2 = (int(k) for k in keep)
-        except (TypeError, ValueError):
-            raise ValueError(f"keep_steps must be two timesteps (t1, t2), got {keep!r}") from None
-        if not 1 <= t1 < t2 <= n:
-            raise ValueError(
-                f"keep_steps {(t1, t2)} invalid for {n} sampling steps: need 1 <= t1 < t2 <= {n} "
-                "(t1 = less noisy state y1, t2 = more noisy state y2)"
-            )
-
+        n, sampler, (t1, t2) = self._sampling(steps, sampler, keep_steps)
         h, w = cond.shape[-2:]
         cond_p, (left, _, top, _) = pad_to_multiple(cond, self.size_multiple)
         ab = alpha_bars(self.cfg, n).tolist()
@@ -246,6 +230,27 @@ class Diffusion(nn.Module):
             y0=crop(x), y1=crop(kept[t1]), y2=crop(kept[t2]), steps=(t1, t2),
             alpha_bars=(float(ab[t1]), float(ab[t2])), sampler=sampler, n_steps=n,
         )
+
+    def _sampling(self, steps: int | None, sampler: str | None,
+                  keep_steps: tuple[int, int] | None) -> tuple[int, str, tuple[int, int]]:
+        """`restore`'s (steps, sampler, (t1, t2)), the config's where not given; ValueError when invalid."""
+        n = self.cfg.sample_steps if steps is None else steps
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"sampling steps must be an integer >= 1, got {n!r}")
+        sampler = self.cfg.sampler if sampler is None else sampler
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+        keep = self.cfg.keep_steps if keep_steps is None else keep_steps
+        try:
+            t1, t2 = (int(k) for k in keep)
+        except (TypeError, ValueError):
+            raise ValueError(f"keep_steps must be two timesteps (t1, t2), got {keep!r}") from None
+        if not 1 <= t1 < t2 <= n:
+            raise ValueError(
+                f"keep_steps {(t1, t2)} invalid for {n} sampling steps: need 1 <= t1 < t2 <= {n} "
+                "(t1 = less noisy state y1, t2 = more noisy state y2)"
+            )
+        return n, sampler, (t1, t2)
 
     @staticmethod
     def _ancestral_step(x: torch.Tensor, x0_hat: torch.Tensor, a_t: float, a_prev: float, *, last: bool,
