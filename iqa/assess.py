@@ -123,8 +123,9 @@ class Assessor:
     """A loaded model plus the inference pipeline around it.
 
     `channels_last` stores the convolution weights in NHWC (not the U-Net's, see
-    `DiffV2IQA.to_channels_last`), which the CPU's oneDNN kernels run faster; it changes no score beyond float rounding. Leave it off for a model
-    that is still being trained and saved (safetensors needs contiguous tensors)."""
+    `DiffV2IQA.to_channels_last`), which the CPU's oneDNN kernels run faster; it changes no score
+    beyond float rounding. Leave it off for a model that is still being trained and saved
+    (safetensors needs contiguous tensors)."""
 
     def __init__(self, model: DiffV2IQA, card: dict | None = None, device: str = "auto",
                  channels_last: bool = False, bf16: Iterable[str] | None = None):
