@@ -62,7 +62,8 @@ class DiffusionConfig:
     # A sampling setting: training (`Diffusion.loss`) always runs the U-Net at full resolution.
     unet_scale: int = 1
     # With unet_scale > 1: the last (least noisy) sampling steps that still run at full resolution, so that
-    # the fine detail of y0 and y1 comes from the full-resolution U-Net. 0: every step at 1/unet_scale.
+    # the least noisy states take their fine detail from the full-resolution U-Net (with keep_steps (1, 2):
+    # y0 with 1, y1 too with 2). 0: every step at 1/unet_scale.
     full_res_steps: int = 0
 
 
