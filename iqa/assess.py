@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from iqa.checkpoint import load_checkpoint
-from iqa.config import PRESETS, ModelConfig, preset
+from iqa.config import PRESETS, DiffusionConfig, ModelConfig, preset
 from iqa.diffusion import check_full_res_steps, check_unet_scale
 from iqa.images import ImageError, describe, load_image
 from iqa.model import DiffV2IQA
@@ -336,6 +336,18 @@ def check_restore_on(on: str) -> str:
     return on
 
 
+def override_diffusion(cfg: DiffusionConfig, on: str | None = None, unet_scale: int | None = None,
+                       full_res_steps: int | None = None) -> None:
+    """Set where and at which resolution the diffusion runs (`DiffusionConfig.on` / `.unet_scale` /
+    `.full_res_steps`) where a value is given, after checking it (ValueError)."""
+    if on is not None:
+        cfg.on = check_restore_on(on)
+    if unet_scale is not None:
+        cfg.unet_scale = check_unet_scale(unet_scale)
+    if full_res_steps is not None:
+        cfg.full_res_steps = check_full_res_steps(full_res_steps)
+
+
 def restore_windows(boxes, on: str) -> list[tuple[int, int, int, int]]:
     """The windows the diffusion restores for crop `boxes` (x0, y0, x1, y1): the boxes ("crops"), or
     ("region") their bounding rectangle when it holds fewer pixels than the boxes together."""
@@ -381,12 +393,7 @@ def load(checkpoint_or_preset: str | Path | None = None, device: str = "auto",
     `diffusion_scale` / `full_res_steps`: the U-Net's `DiffusionConfig.unet_scale` / `.full_res_steps`
     instead of the checkpoint's."""
     assessor = _load(checkpoint_or_preset, device, allow_random_backbone, bf16)
-    if diffusion_on is not None:
-        assessor.cfg.diffusion.on = check_restore_on(diffusion_on)
-    if diffusion_scale is not None:
-        assessor.cfg.diffusion.unet_scale = check_unet_scale(diffusion_scale)
-    if full_res_steps is not None:
-        assessor.cfg.diffusion.full_res_steps = check_full_res_steps(full_res_steps)
+    override_diffusion(assessor.cfg.diffusion, diffusion_on, diffusion_scale, full_res_steps)
     return assessor
 
 

@@ -138,7 +138,8 @@ def format_result(r: BenchmarkResult) -> str:
     lines = [f"preset {r.preset} on {r.device} ({r.machine})",
              f"image {r.size[0]}x{r.size[1]}, {r.crops} crops, {r.steps} sampling steps, "
              f"{r.repeats} timed runs after a warm-up",
-             f"diffusion on: {r.diffusion_on}{_unet_resolution(r)}; bf16 autocast: {', '.join(r.bf16) or 'none (float32)'}", "parameters:"]
+             f"diffusion on: {r.diffusion_on}{_unet_resolution(r)}; "
+             f"bf16 autocast: {', '.join(r.bf16) or 'none (float32)'}", "parameters:"]
     lines += [f"  {k:<10} {v / 1e6:8.2f} M" for k, v in r.parameters.items()]
     lines.append("seconds per stage (median):")
     lines += [f"  {k:<18} {v:8.4f}" for k, v in r.seconds.items()]

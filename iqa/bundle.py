@@ -16,8 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from iqa.assess import DEFAULT_CHECKPOINT, RESTORE_ON, check_restore_on
-from iqa.diffusion import check_full_res_steps, check_unet_scale
+from iqa.assess import DEFAULT_CHECKPOINT, RESTORE_ON, override_diffusion
 from iqa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 SRCC_AGREEMENT = 1e-3  # the report and the run's own test SRCC on the same images must agree this closely
@@ -142,12 +141,7 @@ def bundle(checkpoint: str | Path, report_json: str | Path | None = None, out: s
         ev["levels"] = lv
         ev["checks"] = lv["checks"] + ev["checks"]
         ev["passed"] = all(c["passed"] for c in ev["checks"])
-    if diffusion_on is not None:
-        model.cfg.diffusion.on = check_restore_on(diffusion_on)
-    if diffusion_scale is not None:
-        model.cfg.diffusion.unet_scale = check_unet_scale(diffusion_scale)
-    if full_res_steps is not None:
-        model.cfg.diffusion.full_res_steps = check_full_res_steps(full_res_steps)
+    override_diffusion(model.cfg.diffusion, diffusion_on, diffusion_scale, full_res_steps)
     card = _relative_paths(card, str(Path.cwd()) + "/")
     card["evaluation"] = ev
     card["bundled"] = {"from": str(checkpoint), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
