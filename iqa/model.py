@@ -47,6 +47,8 @@ class DiffV2IQA(nn.Module):
     `load_pretrained=False` skips backbone weight loading (weights then come from a checkpoint).
     """
 
+    batchnorm_folded = False  # set by `fold_batchnorm` (inference only)
+
     def __init__(self, cfg: ModelConfig, load_pretrained: bool = True):
         super().__init__()
         if not (cfg.use_vcg or cfg.use_vda):
@@ -79,6 +81,26 @@ class DiffV2IQA(nn.Module):
             if name != "diffusion":
                 child.to(memory_format=torch.channels_last)
         return self
+
+    def fold_batchnorm(self) -> "DiffV2IQA":
+        """For inference only: fold the backbones' BatchNorms into their convolutions
+        (`backbones.fold_batchnorm`; the U-Net and the heads have none). The weights then no longer
+        match a checkpoint's layout, so `save_checkpoint` refuses the model."""
+        if not self.batchnorm_folded:
+            self._counts = self.parameter_counts()
+            for b in (self.backbone, self.vda_backbone):
+                if b is not None:
+                    b.fold_batchnorm()
+            self.batchnorm_folded = True
+        return self
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable-size parameter counts per part (as trained: before any BatchNorm folding)."""
+        if self.batchnorm_folded:
+            return dict(self._counts)
+        return {"diffusion": count_parameters(self.diffusion),
+                "backbones": count_parameters(self.backbone) + count_parameters(self.vda_backbone),
+                "vcg": count_parameters(self.vcg), "vda": count_parameters(self.vda), "total": count_parameters(self)}
 
     def backbone_input(self, states: torch.Tensor) -> tuple[torch.Tensor, int]:
         """states (B, 4, 3, h, w) in [-1, 1] -> normalised backbone input (nB, 3, h, w) and n, the

@@ -3,13 +3,15 @@
 For the test part of a photo folder (resized to `--side` px, long side) and the six plain kinds at
 levels 1, 3, 5, it scores every image with each variant of the pipeline: where the diffusion runs
 (`DiffusionConfig.on`: each crop, or the crops' bounding region when smaller), which stages run in
-bf16 autocast, and the U-Net at half resolution (`DiffusionConfig.unet_scale`). It prints, per
+bf16 autocast, the U-Net at half resolution (`DiffusionConfig.unet_scale`) and the backbones'
+BatchNorms folded into their convolutions (`Assessor(fold_batchnorm=...)`). It prints, per
 variant, the median seconds per image and the mean / largest absolute score change against the first
 variant, beside the change that another noise seed alone makes. `--variants` picks some by number
 (the first one picked is the reference).
 
     python scripts/precision_probe.py --photos ../shared/pristine
     python scripts/precision_probe.py --photos ../shared/pristine --variants 4,7,5,6
+    python scripts/precision_probe.py --photos ../shared/pristine --variants 6,8
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ class Variant:
     seed: int = 0
     unet_scale: int = 1  # DiffusionConfig.unet_scale
     full_res_steps: int = 0  # DiffusionConfig.full_res_steps
+    fold_batchnorm: bool | None = None  # the backbones' BatchNorms folded (None: `load`'s rule, float32 only)
 
 
 VARIANTS = (
@@ -53,6 +56,9 @@ VARIANTS = (
     Variant("region, bf16 all, U-Net at 1/2, last step full", "region", ("diffusion", "backbones", "vcg"), unet_scale=2,
             full_res_steps=1),
     Variant("region, bf16 all, noise seed 1", "region", ("diffusion", "backbones", "vcg"), seed=1),
+    Variant("region, bf16 all, U-Net at 1/2, last step full, BatchNorm folded", "region",
+            ("diffusion", "backbones", "vcg"), unet_scale=2, full_res_steps=1, fold_batchnorm=True),
+    Variant("region, float32, BatchNorm not folded", "region", (), fold_batchnorm=False),
 )
 
 
@@ -111,11 +117,12 @@ def main(argv=None) -> int:
     photos = photos[:args.limit] if args.limit else photos
     images = probe_images(photos, args.side)
     print(f"{len(images)} images ({len(photos)} photos at {args.side} px, plain kinds at levels {PROBE_LEVELS})")
-    print(f"{'variant':45s} {'median s':>9s} {'mean |Δ|':>9s} {'max |Δ|':>9s}")
+    print(f"{'variant':70s} {'median s':>9s} {'mean |Δ|':>9s} {'max |Δ|':>9s}")
     for r in run_variants(lambda v: load(args.checkpoint, device="cpu", bf16=v.bf16, diffusion_on=v.on,
-                                        diffusion_scale=v.unet_scale, full_res_steps=v.full_res_steps),
+                                        diffusion_scale=v.unet_scale, full_res_steps=v.full_res_steps,
+                                        fold_batchnorm=v.fold_batchnorm),
                           images, variants):
-        print(f"{r.name:45s} {r.median_s:9.3f} {r.mean_abs_change:9.4f} {r.max_abs_change:9.4f}")
+        print(f"{r.name:70s} {r.median_s:9.3f} {r.mean_abs_change:9.4f} {r.max_abs_change:9.4f}")
     return 0
 
 

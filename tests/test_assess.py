@@ -141,6 +141,21 @@ def test_channels_last_changes_no_score():
     assert fast == pytest.approx(plain, abs=1e-5)
 
 
+def test_folded_batchnorm_changes_no_score():
+    img = photo(256, 240)
+    plain = Assessor(tiny_model(), device="cpu", bf16=()).assess(img, crops=2)
+    fast = Assessor(tiny_model(), device="cpu", bf16=(), fold_batchnorm=True).assess(img, crops=2)
+    assert fast.score == pytest.approx(plain.score, abs=1e-5)
+    assert np.allclose(fast.vcg.score, plain.vcg.score, atol=1e-5, equal_nan=True)
+
+
+def test_load_folds_batchnorm_only_where_the_backbones_run_in_float32():
+    assert load("tiny", allow_random_backbone=True, bf16=()).model.batchnorm_folded
+    assert not load("tiny", allow_random_backbone=True, bf16=("backbones",)).model.batchnorm_folded
+    assert load("tiny", allow_random_backbone=True, bf16=("backbones",), fold_batchnorm=True).model.batchnorm_folded
+    assert not load("tiny", allow_random_backbone=True, bf16=(), fold_batchnorm=False).model.batchnorm_folded
+
+
 def test_bf16_stages_keep_the_scores_close_and_unquantised():
     img = photo(256, 240)
     plain = Assessor(tiny_model(), device="cpu", bf16=()).assess(img, crops=2)

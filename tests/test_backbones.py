@@ -73,3 +73,25 @@ def test_stats_head_is_mean_and_std_of_the_maps():
     assert no_maps == [] and torch.allclose(again, stats)
     with pytest.raises(ValueError, match="stats"):
         bb.head_dim("mean")
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet10t"])
+def test_folding_batchnorm_keeps_the_outputs(name):
+    torch.manual_seed(0)
+    bb = Backbone(BackboneConfig(name=name, indices=(1, 2, 3), pretrained="none"))
+    for m in bb.modules():  # statistics far from the identity, so that folding has something to do
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 1.5)
+    with pytest.raises(ValueError, match="eval"):
+        bb.fold_batchnorm()
+    bb.eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        before_maps, before_stats = bb(x, head="stats")
+        folded = bb.fold_batchnorm()
+        after_maps, after_stats = bb(x, head="stats")
+    remaining = [m for m in bb.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert folded > 10 and (name == "resnet10t" or not remaining)
+    for a, b in zip(before_maps, after_maps):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(before_stats, after_stats, atol=1e-4, rtol=1e-4)

@@ -35,3 +35,12 @@ def test_a_card_that_is_not_an_object_is_refused(tmp_path, card, match):
               metadata={"config": tiny_model().cfg.to_json(), "card": card})
     with pytest.raises(CheckpointError, match=match):
         read_metadata(tmp_path)
+
+
+def test_a_model_folded_for_inference_is_not_saved_but_keeps_its_parameter_counts(tmp_path):
+    model = tiny_model()
+    counts = model.parameter_counts()
+    Assessor(model, device="cpu", fold_batchnorm=True)
+    assert model.batchnorm_folded and model.parameter_counts() == counts
+    with pytest.raises(ValueError, match="folded"):
+        save_checkpoint(model, tmp_path / "ckpt")

@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from iqa.config import ModelConfig, preset
-from iqa.model import DiffV2IQA, count_parameters
+from iqa.model import DiffV2IQA
 from ui.errors import message
 from ui.render import esc
 from ui.state import AppState, ModelInfo
@@ -29,10 +29,7 @@ FIELDS_HEADING = "### All card fields"  # the every-field table after it is fold
 @functools.lru_cache(maxsize=4)
 def preset_parameters(name: str) -> dict[str, int]:
     """Parameter counts of a preset (built without downloading weights)."""
-    m = DiffV2IQA(preset(name), load_pretrained=False)
-    backbones = count_parameters(m.backbone) + count_parameters(getattr(m, "vda_backbone", None))
-    return {"total": count_parameters(m), "diffusion": count_parameters(m.diffusion), "vcg": count_parameters(m.vcg),
-            "vda": count_parameters(m.vda), "backbones": backbones}
+    return DiffV2IQA(preset(name), load_pretrained=False).parameter_counts()
 
 
 def _millions(n: Any) -> str:
