@@ -125,19 +125,21 @@ class Assessor:
     `channels_last` stores the convolution weights in NHWC (not the U-Net's, see
     `DiffV2IQA.to_channels_last`), which the CPU's oneDNN kernels run faster; it changes no score
     beyond float rounding. `fold_batchnorm` folds the backbones' BatchNorms into their convolutions
-    (`DiffV2IQA.fold_batchnorm`: about a third less backbone time on the CPU; exact in float32, under
-    bf16 the rounding differs). Leave both off for a model that is still being trained and saved (safetensors needs
-    contiguous tensors; a folded model cannot be saved)."""
+    (`DiffV2IQA.fold_batchnorm`: about a third less backbone time on the CPU); None folds them where
+    the backbones run in float32, where it is exact, and not under bf16, where the rounding changes and
+    the levels test came out a little lower (docs/LEVELS.md). Leave both off for a model that is still
+    being trained and saved (safetensors needs contiguous tensors; a folded model cannot be saved)."""
 
     def __init__(self, model: DiffV2IQA, card: dict | None = None, device: str = "auto",
-                 channels_last: bool = False, bf16: Iterable[str] | None = None, fold_batchnorm: bool = False):
+                 channels_last: bool = False, bf16: Iterable[str] | None = None,
+                 fold_batchnorm: bool | None = False):
         self.device = resolve_device(device)
         self.bf16 = default_bf16(self.device) if bf16 is None else tuple(bf16)
         unknown = set(self.bf16) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown stage(s) for bf16: {sorted(unknown)}; choose from {STAGES}")
         self.model = model.to(self.device).eval()
-        if fold_batchnorm:
+        if fold_batchnorm or (fold_batchnorm is None and "backbones" not in self.bf16):
             self.model.fold_batchnorm()
         if channels_last:
             self.model.to_channels_last()
@@ -395,18 +397,13 @@ def load(checkpoint_or_preset: str | Path | None = None, device: str = "auto",
     `allow_random_backbone`. `bf16`: stages run under bf16 autocast (None: `default_bf16`).
     `diffusion_on`: where the diffusion runs (`DiffusionConfig.on`) instead of the checkpoint's setting;
     `diffusion_scale` / `full_res_steps`: the U-Net's `DiffusionConfig.unet_scale` / `.full_res_steps`
-    instead of the checkpoint's. `fold_batchnorm` (see `Assessor`): None folds the backbones' BatchNorms
-    where the backbones run in float32, where folding is exact, and not under bf16, where it changes the
-    rounding and the levels test came out a little lower (docs/LEVELS.md)."""
-    if fold_batchnorm is None:
-        stages = default_bf16(resolve_device(device)) if bf16 is None else tuple(bf16)
-        fold_batchnorm = "backbones" not in stages
+    instead of the checkpoint's. `fold_batchnorm`: see `Assessor` (None: where the backbones run in float32)."""
     assessor = _load(checkpoint_or_preset, device, allow_random_backbone, bf16, fold_batchnorm)
     override_diffusion(assessor.cfg.diffusion, diffusion_on, diffusion_scale, full_res_steps)
     return assessor
 
 
-def _load(checkpoint_or_preset, device: str, allow_random_backbone: bool, bf16, fold: bool) -> Assessor:
+def _load(checkpoint_or_preset, device: str, allow_random_backbone: bool, bf16, fold: bool | None) -> Assessor:
     src = checkpoint_or_preset
     if src is None:
         src = DEFAULT_CHECKPOINT

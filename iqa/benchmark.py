@@ -19,7 +19,7 @@ from tqdm import tqdm
 from iqa.assess import DEFAULT_CHECKPOINT as DEFAULT_CHECKPOINT_PATH
 from iqa.assess import Assessor, load
 from iqa.images import ImageError
-from iqa.score import add_diffusion_scale_option, collect_images, parse_bf16
+from iqa.score import add_diffusion_scale_option, add_fold_batchnorm_option, collect_images, parse_bf16
 
 DEFAULT_SIZE = (512, 384)
 DEFAULT_REPEATS = 5
@@ -201,9 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16", type=parse_bf16, default="auto", metavar="STAGES",
                    help="stages run under bf16 autocast: auto (default: diffusion, backbones and VCG trunk on "
                         "CPUs with AMX, none elsewhere), none, or comma-separated names of diffusion, backbones, vcg")
-    p.add_argument("--fold-batchnorm", action=argparse.BooleanOptionalAction, default=None,
-                   help="fold the backbones' BatchNorms into their convolutions (default: where the backbones "
-                        "run in float32, where it is exact)")
+    add_fold_batchnorm_option(p)
     add_diffusion_scale_option(p)
     p.add_argument("--batch-folder", default=None, metavar="DIR",
                    help="also assess every image of DIR and print images/s")

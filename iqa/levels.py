@@ -29,7 +29,7 @@ from iqa.data.distortions import KINDS
 from iqa.data.plain import PLAIN_KINDS, all_kinds
 from iqa.data.stream import StreamConfig, training_photos
 from iqa.images import ImageError, load_image
-from iqa.score import add_diffusion_scale_option, parse_bf16
+from iqa.score import add_diffusion_scale_option, add_fold_batchnorm_option, parse_bf16
 
 KIND_SETS = {"plain": tuple(PLAIN_KINDS), "kadid": tuple(KINDS), "all": tuple(all_kinds())}
 PEER_NAMES = ("BRISQUE", "NIQE")
@@ -155,11 +155,12 @@ def weights_digest(path: str | Path) -> str:
 
 def checkpoint_method(name: str, path: str, crops: int, device: str = "auto", diffusion_on: str | None = None,
                       bf16: tuple[str, ...] | None = None, noise_seed: int = 0,
-                      diffusion_scale: int | None = None, full_res_steps: int | None = None) -> Method:
+                      diffusion_scale: int | None = None, full_res_steps: int | None = None,
+                      fold_batchnorm: bool | None = None) -> Method:
     """A checkpoint as a `Method`, scored by `Assessor.assess(crops=crops, seed=noise_seed)`."""
     from iqa.assess import load
     assessor = load(path, device=device, diffusion_on=diffusion_on, bf16=bf16, diffusion_scale=diffusion_scale,
-                    full_res_steps=full_res_steps)
+                    full_res_steps=full_res_steps, fold_batchnorm=fold_batchnorm)
     digest = weights_digest(path)
     # the weights digest misses the config: the pipeline and the fusion weights change the score too
     pipeline = (f"noise-field:{assessor.cfg.diffusion.on}:bf16-{'+'.join(assessor.bf16) or 'none'}"
@@ -308,6 +309,7 @@ def register(subparsers) -> None:
     p.add_argument("--bf16", type=parse_bf16, default="auto", metavar="STAGES",
                    help="stages run under bf16 autocast: auto (the assessor's default for this CPU), none, or "
                         "comma-separated names of diffusion, backbones, vcg")
+    add_fold_batchnorm_option(p)
     p.set_defaults(func=run)
 
 
@@ -338,7 +340,8 @@ def run(args) -> int:
             if not sep:
                 name, path = Path(spec).name, spec
             methods.append(checkpoint_method(name, path, args.crops, args.device, args.diffusion_on, args.bf16,
-                                             args.noise_seed, args.diffusion_scale, args.full_res_steps))
+                                             args.noise_seed, args.diffusion_scale, args.full_res_steps,
+                                             args.fold_batchnorm))
         if not args.no_peers:
             methods += [peer_method(n) for n in PEER_NAMES]
     except (ValueError, OSError) as err:

@@ -47,7 +47,7 @@ class DiffV2IQA(nn.Module):
     `load_pretrained=False` skips backbone weight loading (weights then come from a checkpoint).
     """
 
-    batchnorm_folded = False  # set by `fold_batchnorm` (inference only)
+    _trained_counts: dict[str, int] | None = None  # parameter counts before `fold_batchnorm`, once folded
 
     def __init__(self, cfg: ModelConfig, load_pretrained: bool = True):
         super().__init__()
@@ -87,17 +87,20 @@ class DiffV2IQA(nn.Module):
         (`backbones.fold_batchnorm`; the U-Net and the heads have none). The weights then no longer
         match a checkpoint's layout, so `save_checkpoint` refuses the model."""
         if not self.batchnorm_folded:
-            self._counts = self.parameter_counts()
+            self._trained_counts = self.parameter_counts()
             for b in (self.backbone, self.vda_backbone):
                 if b is not None:
                     b.fold_batchnorm()
-            self.batchnorm_folded = True
         return self
 
+    @property
+    def batchnorm_folded(self) -> bool:
+        return self._trained_counts is not None
+
     def parameter_counts(self) -> dict[str, int]:
-        """Trainable-size parameter counts per part (as trained: before any BatchNorm folding)."""
-        if self.batchnorm_folded:
-            return dict(self._counts)
+        """Parameter counts per part, as trained (before any BatchNorm folding)."""
+        if self._trained_counts is not None:
+            return dict(self._trained_counts)
         return {"diffusion": count_parameters(self.diffusion),
                 "backbones": count_parameters(self.backbone) + count_parameters(self.vda_backbone),
                 "vcg": count_parameters(self.vcg), "vda": count_parameters(self.vda), "total": count_parameters(self)}

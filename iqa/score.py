@@ -235,6 +235,14 @@ def add_diffusion_scale_option(p: argparse.ArgumentParser, whose: str = "the mod
                         f"(0: none; default: {whose} setting)")
 
 
+def add_fold_batchnorm_option(p: argparse.ArgumentParser) -> None:
+    """--fold-batchnorm / --no-fold-batchnorm (`Assessor`'s `fold_batchnorm`; default None: where the
+    backbones run in float32)."""
+    p.add_argument("--fold-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                   help="fold the backbones' BatchNorms into their convolutions (default: where the backbones "
+                        "run in float32, where it is exact)")
+
+
 def check_sampling_options(args: argparse.Namespace) -> str | None:
     """A usage error message, or None when --crops / --steps are valid."""
     if args.crops < 0:

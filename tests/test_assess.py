@@ -149,7 +149,9 @@ def test_folded_batchnorm_changes_no_score():
     assert np.allclose(fast.vcg.score, plain.vcg.score, atol=1e-5, equal_nan=True)
 
 
-def test_load_folds_batchnorm_only_where_the_backbones_run_in_float32():
+def test_folds_batchnorm_only_where_the_backbones_run_in_float32():
+    assert not Assessor(tiny_model(), device="cpu", bf16=()).model.batchnorm_folded  # a live model: never by default
+    assert Assessor(tiny_model(), device="cpu", bf16=(), fold_batchnorm=None).model.batchnorm_folded
     assert load("tiny", allow_random_backbone=True, bf16=()).model.batchnorm_folded
     assert not load("tiny", allow_random_backbone=True, bf16=("backbones",)).model.batchnorm_folded
     assert load("tiny", allow_random_backbone=True, bf16=("backbones",), fold_batchnorm=True).model.batchnorm_folded
