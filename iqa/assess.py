@@ -145,6 +145,8 @@ class Assessor:
             self.model.to_channels_last()
         self.cfg: ModelConfig = model.cfg
         self.card = card or {}
+        # a weight head that gives every crop one and the same map says nothing about an image (PatchMaps)
+        self.vcg_weights_fixed = model.vcg is not None and model.vcg.weights_fixed()
         self._recent: OrderedDict[tuple, Assessment] = OrderedDict()
 
     def autocast(self, stage: str):
@@ -223,7 +225,7 @@ class Assessor:
             score = score + self.cfg.vda_weight * s2
         t = time.perf_counter()
         if s1 is not None:
-            vcg_maps = self._stitch(f1, w1, boxes, w, h)
+            vcg_maps = replace(self._stitch(f1, w1, boxes, w, h), weight_fixed=self.vcg_weights_fixed)
         if s2 is not None:
             vda_maps = replace(self._stitch(f2, w2, boxes, w, h), spatial=False)
         timings["maps"] = time.perf_counter() - t

@@ -19,7 +19,7 @@ from PIL import Image
 from iqa.checkpoint import save_checkpoint
 from iqa.images import MAX_FILE_BYTES
 from tests.helpers import photo, tiny_model
-from ui import batch_tab, inspect_tab, model_tab, render, train_tab
+from ui import batch_tab, inspect_tab, model_tab, render, report, train_tab
 from ui.archive import ArchiveError, safe_extract, unpack_once
 from ui.image_input import ImageInput
 from ui.app import build_app, launch_kwargs
@@ -445,3 +445,21 @@ def test_model_tab_folds_the_every_field_table_away(app):
     sections, fields, raw = model_tab.folded_view(app, "tiny")
     assert "### What it is" in sections and "| field | value |" not in sections
     assert "| field | value |" in fields and "| Preset | tiny |" in fields and raw["config"]
+
+
+def test_fixed_vcg_weights_are_said_and_not_drawn(view):
+    from iqa.assess import Assessor
+    from tests.test_vcg import FixedPattern
+
+    model = tiny_model()
+    model.vcg.head.weight = FixedPattern(model.cfg.vcg.grid ** 2)
+    a = Assessor(model, device="cpu").assess(photo(320, 240), crops=2, steps=2)
+    assert a.vcg.weight_fixed and render.map_kinds(a.vcg) == ("score",)
+    assert "same weight pattern" in render.weights_note(a) and not render.weights_note(view.state.assessment)
+    state = replace(view.state, assessment=a)
+    as_score = inspect_tab.draw_map(state, "VCG", "score", 0.5).overlay
+    assert np.array_equal(inspect_tab.draw_map(state, "VCG", "weight", 0.5).overlay, as_score)
+    out = inspect_tab.outputs(replace(view, state=state))
+    assert out[10]["choices"] == ["score"] and out[10]["value"] == "score"
+    assert "same weight pattern" in out[8] and "same weight pattern" in inspect_tab.patch_text(state, 5, 5)[0]
+    assert report.maps_json(a.vcg)["weight_fixed"] is True

@@ -110,6 +110,7 @@ def draw_map(state: Inspected, branch: str, kind: str, opacity: float) -> MapVie
                                                    f"{branch}: per crop, no map"))
         blank = render.colour_bar(render.COLOURMAPS[kind], render.MAP_RANGE, f"{branch} branch disabled")
         return MapView(a.image, blank)
+    kind = kind if kind in render.map_kinds(maps) else render.MAP_KINDS[0]
     values = render.map_values(maps, kind)
     box = None if state.selected is None else maps.boxes[maps.cell_at(*state.selected)]
     over = render.overlay(a.image, render.to_pixels(maps, values), render.COLOURMAPS[kind], opacity,
@@ -138,7 +139,8 @@ def patch_text(state: Inspected, x: float, y: float) -> tuple[str, tuple[int, in
     if not covered:
         head += "  \nNot covered by any crop: raise the number of crops to analyse it."
     table = "\n\n| branch | score | weight | score × weight |\n|---|---|---|---|\n" + "\n".join(rows)
-    return head + table + per_crop_note(a), picked
+    note = render.weights_note(a)
+    return head + table + (f"\n\n{note}" if note else "") + per_crop_note(a), picked
 
 
 def per_crop_note(a: Assessment) -> str:
@@ -185,9 +187,12 @@ def assess_image(app: AppState, image: str | None, settings: RunSettings,
 def outputs(view: InspectView) -> tuple:
     """Component values in the order of `InspectTab.outputs`."""
     a = view.state.assessment
+    maps = render.branch_maps(a, default_branch(a))
+    kinds = render.MAP_KINDS if maps is None else render.map_kinds(maps)
+    note = " ".join(s for s in (render.coverage_text(a), render.weights_note(a), CLICK_HINT) if s)
     return (view.verdict, view.numbers, view.chart, view.pair, restoration_text(a), view.gallery, view.maps.overlay,
-            view.maps.colour_bar, f"{render.coverage_text(a)} {CLICK_HINT}{per_crop_note(a)}",
-            gr.update(value=default_branch(a)), gr.update(value=render.MAP_KINDS[0]), view.state)
+            view.maps.colour_bar, note + per_crop_note(a), gr.update(value=default_branch(a)),
+            gr.update(value=kinds[0], choices=list(kinds)), view.state)
 
 
 def restoration_text(a: Assessment) -> str:

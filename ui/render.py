@@ -96,6 +96,26 @@ def coverage_text(a: Assessment) -> str:
             "(raise the number of crops to cover more).")
 
 
+def map_kinds(maps: PatchMaps) -> tuple[str, ...]:
+    """The map kinds that explain the image: only the score where the weights are the model's fixed
+    pattern rather than a reading of the image (`PatchMaps.weight_fixed`)."""
+    return MAP_KINDS[:1] if maps.weight_fixed else MAP_KINDS
+
+
+def weights_note(a: Assessment) -> str:
+    """One line on the VCG weights when they are fixed (the weight maps are then not drawn), else ""."""
+    maps = a.vcg
+    if maps is None or not maps.weight_fixed:
+        return ""
+    w = maps.weight[np.isfinite(maps.weight)]
+    if w.size and np.ptp(w) == 0:
+        return (f"VCG weights: every patch counts the same ({w[0]:.2f}), so S1 is each crop's mean patch score; "
+                "no weight map is drawn.")
+    return ("VCG weights: this model gives every crop the same weight pattern, whatever the image shows (it "
+            "depends on where a patch sits in its crop), so S1 weighs the patch scores by that pattern and only "
+            "the score map is drawn.")
+
+
 def map_values(maps: PatchMaps, kind: str) -> np.ndarray:
     """(gh, gw) values of one map kind; NaN where no crop covered the cell."""
     return {"score": maps.score, "weight": maps.weight, "score × weight": maps.product}[kind]
@@ -247,7 +267,7 @@ def report_panel(a: Assessment, title: str, weights: tuple[float, float], opacit
     ax.set_title("branch scores", fontsize=9)
     for r, branch in enumerate(branches, start=1):
         maps = branch_maps(a, branch)
-        for c, kind in enumerate(MAP_KINDS):
+        for c, kind in enumerate(map_kinds(maps)):
             ax = fig.add_subplot(rows, cols, r * cols + c + 1)
             values = map_values(maps, kind)
             ax.imshow(a.image)

@@ -49,7 +49,8 @@ def maps_json(maps: PatchMaps | None) -> dict[str, Any] | None:
     if not maps.spatial:
         return {"spatial": False, "note": "per-crop scores only (crop_s2); no patch map"}
     return {"spatial": True, "cell_boxes_xyxy": maps.boxes.tolist(), "score": _grid(maps.score),
-            "weight": _grid(maps.weight), "product": _grid(maps.product), "coverage": maps.coverage}
+            "weight": _grid(maps.weight), "product": _grid(maps.product), "coverage": maps.coverage,
+            "weight_fixed": maps.weight_fixed}
 
 
 def safe_stem(name: str) -> str:
