@@ -146,7 +146,7 @@ class Assessor:
         self.cfg: ModelConfig = model.cfg
         self.card = card or {}
         # a weight head that gives every crop one and the same map says nothing about an image (PatchMaps)
-        self.vcg_weights_fixed = model.vcg is not None and model.vcg.weights_fixed()
+        self.vcg_weights_fixed = model.fixed_vcg_weights() is not None
         self._recent: OrderedDict[tuple, Assessment] = OrderedDict()
 
     def autocast(self, stage: str):

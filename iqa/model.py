@@ -13,6 +13,8 @@ from iqa.vcg import VCG
 from iqa.vda import VDA
 
 N_STATES = 4  # x, y0, y1, y2
+WEIGHT_TOLERANCE = 1e-5  # VCG weight maps closer than this everywhere count as the same (`fixed_vcg_weights`)
+PROBE_BLOCK = 16  # px: the block size of the piecewise-flat probe image
 
 
 @dataclass
@@ -104,6 +106,34 @@ class DiffV2IQA(nn.Module):
         return {"diffusion": count_parameters(self.diffusion),
                 "backbones": count_parameters(self.backbone) + count_parameters(self.vda_backbone),
                 "vcg": count_parameters(self.vcg), "vda": count_parameters(self.vda), "total": count_parameters(self)}
+
+    @torch.no_grad()
+    def fixed_vcg_weights(self, seed: int = 0) -> torch.Tensor | None:
+        """The VCG per-patch weight map (g, g) when it is the same on unlike images, else None.
+
+        The probes are four generated crops (smooth gradient, fine noise, flat blocks, stripes), each as
+        every state: a weight head that gives all of them one map weighs a patch by its place in the crop,
+        not by what it shows, so that map is no explanation of an image."""
+        if self.vcg is None:
+            return None
+        c = self.cfg.crop
+        p = next(self.parameters())
+        g = torch.Generator().manual_seed(seed)
+        ramp = torch.linspace(-1, 1, c)
+        smooth = (ramp[None, :] * 0.8 + 0.2 * torch.sin(6 * ramp)[:, None]).expand(3, c, c)
+        noise = torch.rand(3, c, c, generator=g) * 2 - 1
+        blocks = torch.rand(3, c // PROBE_BLOCK, c // PROBE_BLOCK, generator=g).repeat_interleave(
+            PROBE_BLOCK, 1).repeat_interleave(PROBE_BLOCK, 2) * 2 - 1
+        stripes = torch.sign(torch.sin((ramp[None, :] + ramp[:, None]) * 20)).expand(3, c, c)
+        x = torch.stack([smooth, noise, blocks, stripes])
+        states = x[:, None].expand(-1, N_STATES, -1, -1, -1).to(p.device, p.dtype)
+        was_training = self.training
+        self.eval()
+        try:
+            w = self.vcg(self.features(states).vcg)[2].float()
+        finally:
+            self.train(was_training)
+        return w[0].cpu() if bool(((w - w[:1]).abs() <= WEIGHT_TOLERANCE).all()) else None
 
     def backbone_input(self, states: torch.Tensor) -> tuple[torch.Tensor, int]:
         """states (B, 4, 3, h, w) in [-1, 1] -> normalised backbone input (nB, 3, h, w) and n, the

@@ -28,7 +28,7 @@ class PatchMaps:
     `boxes`: (gh, gw, 4) int array, the pixel box (x0, y0, x1, y1) of each cell in the image.
     `spatial`: whether a cell's values come from that place of the image. The VDA branch's tokens are
     made from one global feature vector per crop, so its maps are not spatial and are not drawn.
-    `weight_fixed`: the model gives every crop the same weight map whatever it shows (`VCG.weights_fixed`),
+    `weight_fixed`: the model gives every crop the same weight map whatever it shows (`DiffV2IQA.fixed_vcg_weights`),
     so the weights follow a patch's place in its crop and the weight map is no explanation of the image.
     """
 

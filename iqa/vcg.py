@@ -13,8 +13,6 @@ from iqa.attention import TAB, DualHead, SwinStage, score_mlp
 from iqa.config import VCGConfig
 
 STATES = ("x", "y0", "y1", "y2")
-WEIGHT_PROBES = 4  # random inputs on which `VCG.weights_fixed` compares the weight maps
-WEIGHT_TOLERANCE = 1e-5  # weight maps closer than this everywhere count as the same
 
 
 def to_grid(m: torch.Tensor, grid: int) -> torch.Tensor:
@@ -70,22 +68,6 @@ class VCG(nn.Module):
     def patch_score_parameters(self) -> list[nn.Parameter]:
         """The per-patch score MLP and its local skip: the part a revived head learns from scratch."""
         return [*self.head.score.parameters(), *(self.skip.parameters() if self.skip is not None else ())]
-
-    @torch.no_grad()
-    def weights_fixed(self, seed: int = 0) -> bool:
-        """True when the per-patch weights w1 come out the same whatever the input (compared on
-        `WEIGHT_PROBES` random feature maps). A weight head that saturated into one 0/1 pattern weighs a
-        patch by its place in the crop, not by what it shows: its map is then no explanation of an image."""
-        p = next(self.parameters())
-        g = torch.Generator().manual_seed(seed)
-        feats = torch.randn(WEIGHT_PROBES, sum(self.state_channels), self.cfg.grid, self.cfg.grid, generator=g)
-        was_training = self.training
-        self.eval()
-        try:
-            w = self(feats.to(p.device, p.dtype))[2].float()
-        finally:
-            self.train(was_training)
-        return bool(((w - w[:1]).abs() <= WEIGHT_TOLERANCE).all())
 
     def select(self, maps: list[list[torch.Tensor]]) -> torch.Tensor:
         """maps[state][i] backbone intermediates -> (B, C_sel, g, g), the cacheable backbone part."""

@@ -11,6 +11,8 @@ much on average: a pooling that ignores the worst crops must not ignore damage i
 
     python scripts/pooling_probe.py --photos ../shared/pristine --part val --crops 0
     python scripts/pooling_probe.py --photos ../shared/pristine --part test --crops 3 --no-halves
+    python scripts/pooling_probe.py --photos ../shared/pristine --part val --out runs/pooling-val-tiles.jsonl \
+        --photo-rho contrast
 
 Per-crop scores go to `--out` as they come (a stopped run resumes); nothing here changes the pipeline.
 """
@@ -110,6 +112,8 @@ def main(argv=None) -> int:
     p.add_argument("--keep", default="1,0.75,0.5", help="shares of the best crops to average, comma-separated")
     p.add_argument("--no-halves", action="store_true", help="skip the half-damaged photos")
     p.add_argument("--out", default=None, help="JSON-lines file of per-crop scores (resumes; default: none)")
+    p.add_argument("--photo-rho", default=None, metavar="KIND", choices=list(PLAIN_KINDS),
+                   help="also print each photo's ρ for this plain kind under every pooling")
     args = p.parse_args(argv)
     try:
         keeps = [float(v) for v in args.keep.split(",")]
@@ -131,6 +135,10 @@ def main(argv=None) -> int:
     for m in levels:
         print(f"| {m.method} | {m.rho:.3f} | " + " | ".join(f"{m.per_kind[k]:.3f}" for k in kinds)
               + f" | {m.adjacent:.3f} | {m.clean_above_level1:.3f} |")
+    if args.photo_rho:
+        for m in levels:
+            rhos = ", ".join(f"{r.photo} {r.rho:.3f}" for r in m.series_results if r.kind == args.photo_rho)
+            print(f"{m.method}, {args.photo_rho} per photo: {rhos}")
     for h in halves:
         print(f"keep {h.keep:g}: clean above its half-damaged version in {h.clean_above:.3f} of {h.cases} cases, "
               f"mean drop {h.mean_drop:.3f}")

@@ -58,3 +58,14 @@ def load_script(name: str):
     sys.modules[name] = module  # dataclasses resolve their annotations through it
     spec.loader.exec_module(module)
     return module
+
+
+class FixedPattern(torch.nn.Module):
+    """A VCG weight head that ignores its tokens (B, N, C) and gives one 0/1 pattern over the N positions."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.register_buffer("pattern", (torch.arange(n) % 3 == 0).float())
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.pattern.expand(tokens.shape[0], -1)[..., None]

@@ -5,7 +5,7 @@ import torch
 
 from iqa.config import preset
 from iqa.model import DiffV2IQA
-from tests.helpers import tiny_model
+from tests.helpers import FixedPattern, tiny_model
 
 
 def test_gradients_reach_both_branches_and_noise_embeddings():
@@ -81,3 +81,19 @@ def test_channels_last_keeps_the_unet_in_nchw_and_the_scores():
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not unet_conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_fixed_vcg_weights_only_for_a_head_that_ignores_the_image():
+    model = tiny_model()
+    assert model.fixed_vcg_weights() is None  # a fresh weight head reads its input
+    g = model.cfg.vcg.grid
+    last = model.vcg.head.weight[-2]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(30.0)  # sigmoid saturates: every patch weighs 1
+    assert torch.equal(model.fixed_vcg_weights(), torch.ones(g, g))
+    model.vcg.head.weight = FixedPattern(g * g)
+    model.train()
+    fixed = model.fixed_vcg_weights()
+    assert fixed.shape == (g, g) and fixed.sum() == len(range(0, g * g, 3))
+    assert model.training  # the probe restores the mode it found

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from iqa.assess import Assessor
 from iqa.checkpoint import save_checkpoint
 from iqa.images import MAX_FILE_BYTES
-from tests.helpers import photo, tiny_model
+from tests.helpers import FixedPattern, photo, tiny_model
 from ui import batch_tab, inspect_tab, model_tab, render, report, train_tab
 from ui.archive import ArchiveError, safe_extract, unpack_once
 from ui.image_input import ImageInput
@@ -448,9 +449,6 @@ def test_model_tab_folds_the_every_field_table_away(app):
 
 
 def test_fixed_vcg_weights_are_said_and_not_drawn(view):
-    from iqa.assess import Assessor
-    from tests.test_vcg import FixedPattern
-
     model = tiny_model()
     model.vcg.head.weight = FixedPattern(model.cfg.vcg.grid ** 2)
     a = Assessor(model, device="cpu").assess(photo(320, 240), crops=2, steps=2)
