@@ -86,7 +86,7 @@ class RankConfig:
     def __post_init__(self):
         if isinstance(self.stream, dict):
             s = dict(self.stream)
-            for key in ("scale", "kinds"):
+            for key in ("scale", "kinds", "base_blur", "base_contrast"):
                 if key in s:
                     s[key] = tuple(s[key])
             self.stream = StreamConfig(**s)
@@ -420,6 +420,13 @@ def register(subparsers) -> None:
     p.add_argument("--region-share", type=float, default=s.region_share,
                    help="chance that a kind damages only a random rectangle of the crop")
     p.add_argument("--kinds", nargs="*", default=[], metavar="KIND", help="distortion kinds (default: all 31)")
+    p.add_argument("--base-share", type=float, default=s.base_share,
+                   help="chance that a series starts from a softened photo (blurred, lower contrast), ranked above "
+                        "its own distortions; pseudo-MOS still against the untouched photo (0: off)")
+    p.add_argument("--base-blur", type=float, nargs=2, default=s.base_blur, metavar=("LOW", "HIGH"),
+                   help="range of the Gaussian sigma (px) that softens a base")
+    p.add_argument("--base-contrast", type=float, nargs=2, default=s.base_contrast, metavar=("LOW", "HIGH"),
+                   help="range of the contrast gain (toward the mean) of a base")
     p.add_argument("--plain-share", type=float, default=None,
                    help="chance that a drawn kind is one of the six plain kinds (default: all kinds evenly)")
     p.add_argument("--kinds-per-series", type=int, default=s.kinds_per_series, help="kinds in each series")
@@ -456,6 +463,8 @@ def run(args) -> int:
     stream = StreamConfig(photos=args.photos, part=args.part, ratios=args.ratios, split_seed=args.split_seed,
                           crop=args.crop, kinds=tuple(args.kinds), kinds_per_series=args.kinds_per_series,
                           plain_share=args.plain_share, region_share=args.region_share,
+                          base_share=args.base_share, base_blur=tuple(args.base_blur),
+                          base_contrast=tuple(args.base_contrast),
                           levels_per_kind=args.levels_per_kind, buffer=args.buffer, workers=args.workers,
                           seed=args.seed)
     cfg = RankConfig(init=args.init, no_diffusion=args.no_diffusion, steps=args.steps,

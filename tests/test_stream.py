@@ -119,3 +119,22 @@ def test_local_quality_is_flat_where_ssim_misses_the_damage():
     ref = photo(64, 64)
     tinted = np.clip(ref.astype(int) + [0, 0, 2], 0, 255).astype(np.uint8)  # SSIM (grey) hardly changes
     assert np.all(local_quality(tinted, ref, mos=0.5, grid=4) == 0.5)
+
+
+def test_softened_base_is_the_series_clean_crop_but_labelled_against_the_photo():
+    kinds = ("blur", "noise", "high_sharpen", "contrast_change")
+    cfg = StreamConfig(crop=64, kinds=kinds, kinds_per_series=2, levels_per_kind=2, base_share=1.0,
+                       base_blur=(1.0, 1.5), base_contrast=(0.8, 0.9), flip=False)
+    plain = StreamConfig(crop=64, kinds=kinds, kinds_per_series=2, levels_per_kind=2, flip=False)
+    rng = np.random.default_rng(5)
+    s, ref = make_series(photo(200, 150), cfg, rng), make_series(photo(200, 150), plain, np.random.default_rng(5))
+    assert np.abs(s.states[0, 0].astype(int) - ref.states[0, 0]).mean() > 1  # softer than the photo's crop
+    assert s.kind[0] == CLEAN and s.mos[0] < 0.97 and np.all(s.mos[1:] < s.mos[0])
+    names = cfg.kind_names()
+    drawn = {names[k] for _ in range(10) for k in make_series(photo(200, 150), cfg, rng).kind[1:]}
+    assert drawn == {"blur", "noise"}  # kinds that could undo the softening are left out
+    assert cfg.kind_weights(based=True)[2:].sum() == 0 and cfg.kind_weights()[2:].sum() > 0
+    with pytest.raises(ValueError, match="base share"):
+        StreamConfig(base_share=2)
+    with pytest.raises(ValueError, match="base blur"):
+        StreamConfig(base_contrast=(0.9, 0.5))

@@ -36,6 +36,7 @@ MIN_CROP = 48  # the pseudo-MOS metrics (VIF) need at least 41 px
 REGION_SIDE = (0.25, 0.75)  # side of a damaged region, as a share of the crop side
 SSIM_SIGMA = 1.5  # Gaussian window of the local SSIM map (Wang et al. 2004)
 MAX_LOCAL_GAIN = 4.0  # beyond this stretch of the SSIM map onto the pseudo-MOS, the local target is flat
+BASE_UNSAFE_KINDS = ("high_sharpen", "contrast_change")  # their first levels may undo a softened base
 
 
 @dataclass
@@ -49,7 +50,13 @@ class StreamConfig:
     others; None draws all kinds evenly.
     `region_share`: the chance that a kind damages only a random rectangle of the crop (the same
     rectangle at each of its levels, so the order still holds), which teaches the patch maps where.
-    `grid`: side of the model's token grid; each image's local quality target is pooled to it."""
+    `grid`: side of the model's token grid; each image's local quality target is pooled to it.
+    `base_share`: the chance that a series starts from a softened photo instead of the photo itself
+    (Gaussian blur of a sigma in `base_blur` px, contrast pulled toward the mean by a gain in
+    `base_contrast`): its own clean crop, ranked above its distortions, while every pseudo-MOS is still
+    measured against the untouched photo. It teaches that a distortion lowers quality whatever the
+    starting sharpness (a held-out photo may be softer than any training photo); kinds that could undo
+    the softening (`BASE_UNSAFE_KINDS`) are not drawn for such a series."""
 
     photos: str = ""
     part: str = "train"
@@ -64,6 +71,9 @@ class StreamConfig:
     grid: int = 14
     levels_per_kind: int = 3
     flip: bool = True
+    base_share: float = 0.0
+    base_blur: tuple[float, float] = (0.3, 1.5)
+    base_contrast: tuple[float, float] = (0.7, 1.0)
     buffer: int = 48
     workers: int = 1
     seed: int = 0
@@ -78,6 +88,11 @@ class StreamConfig:
             raise ValueError(f"region share {self.region_share}: must be between 0 and 1")
         if self.plain_share is not None and not 0 <= self.plain_share <= 1:
             raise ValueError(f"plain share {self.plain_share}: must be between 0 and 1")
+        if not 0 <= self.base_share <= 1:
+            raise ValueError(f"base share {self.base_share}: must be between 0 and 1")
+        if not 0 <= self.base_blur[0] <= self.base_blur[1] or not 0 < self.base_contrast[0] <= self.base_contrast[1] <= 1:
+            raise ValueError(f"base blur {self.base_blur} must be 0 <= low <= high px and base contrast "
+                             f"{self.base_contrast} 0 < low <= high <= 1")
 
     def kind_names(self) -> list[str]:
         names = list(self.kinds) or list(all_kinds())
@@ -86,13 +101,18 @@ class StreamConfig:
             raise ValueError(f"unknown distortion kind(s) {', '.join(unknown)}; choose from: {', '.join(all_kinds())}")
         return names
 
-    def kind_weights(self) -> np.ndarray:
-        """(len(kind_names()),) probabilities of drawing each kind, from `plain_share`."""
+    def kind_weights(self, based: bool = False) -> np.ndarray:
+        """(len(kind_names()),) probabilities of drawing each kind, from `plain_share`; `based`: for a
+        series on a softened photo (no `BASE_UNSAFE_KINDS`)."""
         names = self.kind_names()
         plain = np.array([n in PLAIN_KINDS for n in names])
         if self.plain_share is None or plain.all() or not plain.any():
-            return np.full(len(names), 1 / len(names))
-        w = np.where(plain, self.plain_share / plain.sum(), (1 - self.plain_share) / (~plain).sum())
+            w = np.full(len(names), 1 / len(names))
+        else:
+            w = np.where(plain, self.plain_share / plain.sum(), (1 - self.plain_share) / (~plain).sum())
+        if based:
+            safe = np.array([n not in BASE_UNSAFE_KINDS for n in names])
+            w = w * safe if safe.any() else w
         return w / w.sum()
 
 
@@ -179,6 +199,14 @@ def _region(side: int, rng: np.random.Generator) -> tuple[slice, slice]:
     return slice(y, y + h), slice(x, x + w)
 
 
+def soften(window: np.ndarray, cfg: StreamConfig, rng: np.random.Generator) -> np.ndarray:
+    """A random softened version of an RGB uint8 window: blurred, then its contrast reduced."""
+    sigma, gain = rng.uniform(*cfg.base_blur), rng.uniform(*cfg.base_contrast)
+    out = cv2.GaussianBlur(window, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT) if sigma > 0 else window
+    x = out.astype(np.float32)
+    return np.clip(np.rint(x.mean() + gain * (x - x.mean())), 0, 255).astype(np.uint8)
+
+
 def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, name: str = "") -> Series:
     """One series (states of x only) from an RGB uint8 photo; see the module docstring."""
     kinds = all_kinds()
@@ -187,8 +215,12 @@ def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, 
     if cfg.flip and rng.random() < 0.5:
         window = np.ascontiguousarray(window[:, ::-1])
     m, c = DISTORT_MARGIN, cfg.crop
+    reference = window[m:m + c, m:m + c]
+    based = cfg.base_share > 0 and rng.random() < cfg.base_share
+    if based:
+        window = soften(window, cfg, rng)
     images, kind_ix, levels = [window[m:m + c, m:m + c]], [CLEAN], [0]
-    weights = cfg.kind_weights()
+    weights = cfg.kind_weights(based)
     drawn = rng.choice(len(names), size=min(cfg.kinds_per_series, int((weights > 0).sum())), replace=False, p=weights)
     for k in drawn:
         d = kinds[names[k]]
@@ -203,8 +235,8 @@ def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, 
             kind_ix.append(int(k))
             levels.append(int(lv))
     stack = np.stack(images)
-    mos = np.array([p.mos for p in pseudo_mos(stack, stack[0])], dtype=np.float32)
-    local = np.stack([local_quality(im, stack[0], float(q), cfg.grid) for im, q in zip(stack, mos)])
+    mos = np.array([p.mos for p in pseudo_mos(stack, reference)], dtype=np.float32)
+    local = np.stack([local_quality(im, reference, float(q), cfg.grid) for im, q in zip(stack, mos)])
     return Series(states=stack.transpose(0, 3, 1, 2)[:, None].copy(), kind=np.array(kind_ix),
                   level=np.array(levels), mos=mos, local=local, photo=name)
 
