@@ -25,7 +25,7 @@ import torch
 from iqa.data.plain import PLAIN_KINDS, all_kinds
 from iqa.data.splits import split_groups
 from iqa.data.pseudo_mos import pseudo_mos
-from iqa.data.synth import find_sources
+from iqa.data.sources import find_sources
 from iqa.images import load_image
 
 DISTORT_MARGIN = 16  # px distorted around the crop and cut off, so filters see real content at the edges

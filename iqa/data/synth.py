@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from iqa.data.distortions import KINDS, LEVELS
 from iqa.data.pseudo_mos import METRICS, ensemble_mos, pseudo_mos
+from iqa.data.sources import Source, SourceError, find_sources
 from iqa.images import ImageError, load_image
 
 SYNTH_VERSION = 1  # bump when distortions or crops change, so old output folders are not mixed in
@@ -49,7 +50,6 @@ DEFAULT_SIZE = (512, 384)  # KADID-10k's image size (width, height)
 DEFAULT_CROPS = 1
 DEFAULT_SEED = 0
 MIN_CROP_SIDE = 64  # below this VIF (41 px) and the coarse metric scales break down
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 PRISTINE_KIND = "pristine"  # `distortion` of the reference rows added by --include-pristine
 META_CSV = "meta.csv"
 SETTINGS_JSON = "synth.json"
@@ -98,17 +98,6 @@ class Sample:
 
 
 META_COLUMNS = ("image", "ref", "group", "distortion", "level", "mos") + tuple(METRICS)
-
-
-@dataclass
-class Source:
-    """A pristine photo and the unique name its crops are called after."""
-
-    path: Path
-    name: str
-
-    def ref_names(self, crops: int) -> list[str]:
-        return [f"{self.name}_c{k}" for k in range(crops)]
 
 
 @dataclass
@@ -181,31 +170,6 @@ def parse_kinds(values: Iterable[str] | None) -> tuple[str, ...]:
     if unknown:
         raise SynthError(f"unknown distortion kind(s) {', '.join(unknown)}; choose from: {', '.join(KINDS)}")
     return tuple(k for k in KINDS if k in names)
-
-
-def _safe_name(stem: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "image"
-
-
-def find_sources(pristine: Path) -> list[Source]:
-    """Image files in `pristine` (a folder, not recursive, or one file), sorted, with unique names."""
-    if pristine.is_file():
-        files = [pristine]
-    elif pristine.is_dir():
-        files = sorted(p for p in pristine.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    else:
-        raise SynthError(f"--pristine {pristine}: no such file or folder")
-    if not files:
-        raise SynthError(f"--pristine {pristine}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
-    sources, seen = [], set()
-    for path in files:
-        base = name = _safe_name(path.stem)
-        k = 2
-        while name in seen:
-            name, k = f"{base}-{k}", k + 1
-        seen.add(name)
-        sources.append(Source(path=path, name=name))
-    return sources
 
 
 def random_crops(image: np.ndarray, size: tuple[int, int], count: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -521,7 +485,7 @@ def run(args) -> int:
         if args.out is None:
             return 0
         s = synthesize(args.pristine, args.out, config, workers=args.workers, progress=not args.no_progress)
-    except SynthError as e:
+    except (SynthError, SourceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
