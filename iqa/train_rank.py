@@ -86,7 +86,7 @@ class RankConfig:
     def __post_init__(self):
         if isinstance(self.stream, dict):
             s = dict(self.stream)
-            for key in ("scale", "kinds", "base_blur", "base_contrast"):
+            for key in ("scale", "kinds", "base_blur", "base_contrast", "base_noise", "base_jpeg"):
                 if key in s:
                     s[key] = tuple(s[key])
             self.stream = StreamConfig(**s)
@@ -421,8 +421,14 @@ def register(subparsers) -> None:
                    help="chance that a kind damages only a random rectangle of the crop")
     p.add_argument("--kinds", nargs="*", default=[], metavar="KIND", help="distortion kinds (default: all 31)")
     p.add_argument("--base-share", type=float, default=s.base_share,
-                   help="chance that a series starts from a softened photo (blurred, lower contrast), ranked above "
-                        "its own distortions; pseudo-MOS still against the untouched photo (0: off)")
+                   help="chance that a series starts from a degraded photo (soft or grain), ranked above its own "
+                        "distortions; pseudo-MOS still against the untouched photo (0: off)")
+    p.add_argument("--base-grain-share", type=float, default=s.base_grain_share,
+                   help="chance that such a base is grain (noise, then JPEG) rather than soft (blur, lower contrast)")
+    p.add_argument("--base-noise", type=float, nargs=2, default=s.base_noise, metavar=("LOW", "HIGH"),
+                   help="range of the noise sigma (8-bit levels) of a grain base")
+    p.add_argument("--base-jpeg", type=int, nargs=2, default=s.base_jpeg, metavar=("LOW", "HIGH"),
+                   help="range of the JPEG quality of a grain base")
     p.add_argument("--base-blur", type=float, nargs=2, default=s.base_blur, metavar=("LOW", "HIGH"),
                    help="range of the Gaussian sigma (px) that softens a base")
     p.add_argument("--base-contrast", type=float, nargs=2, default=s.base_contrast, metavar=("LOW", "HIGH"),
@@ -464,7 +470,8 @@ def run(args) -> int:
                           crop=args.crop, kinds=tuple(args.kinds), kinds_per_series=args.kinds_per_series,
                           plain_share=args.plain_share, region_share=args.region_share,
                           base_share=args.base_share, base_blur=tuple(args.base_blur),
-                          base_contrast=tuple(args.base_contrast),
+                          base_contrast=tuple(args.base_contrast), base_grain_share=args.base_grain_share,
+                          base_noise=tuple(args.base_noise), base_jpeg=tuple(args.base_jpeg),
                           levels_per_kind=args.levels_per_kind, buffer=args.buffer, workers=args.workers,
                           seed=args.seed)
     cfg = RankConfig(init=args.init, no_diffusion=args.no_diffusion, steps=args.steps,

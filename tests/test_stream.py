@@ -133,8 +133,24 @@ def test_softened_base_is_the_series_clean_crop_but_labelled_against_the_photo()
     names = cfg.kind_names()
     drawn = {names[k] for _ in range(10) for k in make_series(photo(200, 150), cfg, rng).kind[1:]}
     assert drawn == {"blur", "noise"}  # kinds that could undo the softening are left out
-    assert cfg.kind_weights(based=True)[2:].sum() == 0 and cfg.kind_weights()[2:].sum() > 0
+    assert cfg.kind_weights("soft")[2:].sum() == 0 and cfg.kind_weights()[2:].sum() > 0
     with pytest.raises(ValueError, match="base share"):
         StreamConfig(base_share=2)
     with pytest.raises(ValueError, match="base blur"):
         StreamConfig(base_contrast=(0.9, 0.5))
+
+
+def test_grain_base_is_noisier_and_keeps_denoise_out():
+    kinds = ("blur", "denoise")
+    cfg = StreamConfig(crop=64, kinds=kinds, kinds_per_series=1, levels_per_kind=2, base_share=1.0,
+                       base_grain_share=1.0, base_noise=(6.0, 6.0), base_jpeg=(90, 90), flip=False)
+    plain = StreamConfig(crop=64, kinds=kinds, kinds_per_series=1, levels_per_kind=2, flip=False)
+    s, ref = make_series(photo(200, 150), cfg, np.random.default_rng(1)), make_series(photo(200, 150), plain,
+                                                                                      np.random.default_rng(1))
+    grain = s.states[0, 0].astype(float) - ref.states[0, 0]
+    assert 3 < grain.std() < 9 and s.mos[0] < 0.97  # the noise, labelled against the untouched photo
+    assert all(cfg.kind_names()[k] == "blur" for k in s.kind[1:])
+    with pytest.raises(ValueError, match="base JPEG"):
+        StreamConfig(base_jpeg=(95, 200))
+    with pytest.raises(ValueError, match="base grain share"):
+        StreamConfig(base_grain_share=-1)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from iqa.data.plain import PLAIN_KINDS, all_kinds
+from iqa.data.plain import PLAIN_KINDS, all_kinds, contrast, jpeg, noise
 from iqa.data.splits import split_groups
 from iqa.data.pseudo_mos import pseudo_mos
 from iqa.data.sources import find_sources
@@ -36,7 +36,7 @@ MIN_CROP = 48  # the pseudo-MOS metrics (VIF) need at least 41 px
 REGION_SIDE = (0.25, 0.75)  # side of a damaged region, as a share of the crop side
 SSIM_SIGMA = 1.5  # Gaussian window of the local SSIM map (Wang et al. 2004)
 MAX_LOCAL_GAIN = 4.0  # beyond this stretch of the SSIM map onto the pseudo-MOS, the local target is flat
-BASE_UNSAFE_KINDS = ("high_sharpen", "contrast_change")  # their first levels may undo a softened base
+BASE_UNSAFE_KINDS = {"soft": ("high_sharpen", "contrast_change"), "grain": ("denoise",)}  # may undo the base
 
 
 @dataclass
@@ -51,12 +51,14 @@ class StreamConfig:
     `region_share`: the chance that a kind damages only a random rectangle of the crop (the same
     rectangle at each of its levels, so the order still holds), which teaches the patch maps where.
     `grid`: side of the model's token grid; each image's local quality target is pooled to it.
-    `base_share`: the chance that a series starts from a softened photo instead of the photo itself
-    (Gaussian blur of a sigma in `base_blur` px, contrast pulled toward the mean by a gain in
-    `base_contrast`): its own clean crop, ranked above its distortions, while every pseudo-MOS is still
-    measured against the untouched photo. It teaches that a distortion lowers quality whatever the
-    starting sharpness (a held-out photo may be softer than any training photo); kinds that could undo
-    the softening (`BASE_UNSAFE_KINDS`) are not drawn for such a series."""
+    `base_share`: the chance that a series starts from a degraded photo instead of the photo itself: its
+    own clean crop, ranked above its distortions, while every pseudo-MOS is still measured against the
+    untouched photo. It teaches that a distortion lowers quality whatever the starting point (a held-out
+    photo may be softer, flatter or grainier than any training photo). A base is "soft" (Gaussian blur
+    of a sigma in `base_blur` px, contrast pulled toward the mean by a gain in `base_contrast`) or, with
+    chance `base_grain_share`, "grain" (white noise of a sigma in `base_noise` 8-bit levels, then JPEG at
+    a quality in `base_jpeg`: a camera's grain and compression). Kinds that could undo a base
+    (`BASE_UNSAFE_KINDS`) are not drawn for its series."""
 
     photos: str = ""
     part: str = "train"
@@ -74,6 +76,9 @@ class StreamConfig:
     base_share: float = 0.0
     base_blur: tuple[float, float] = (0.3, 1.5)
     base_contrast: tuple[float, float] = (0.7, 1.0)
+    base_grain_share: float = 0.0
+    base_noise: tuple[float, float] = (1.0, 4.0)
+    base_jpeg: tuple[int, int] = (70, 95)
     buffer: int = 48
     workers: int = 1
     seed: int = 0
@@ -88,8 +93,12 @@ class StreamConfig:
             raise ValueError(f"region share {self.region_share}: must be between 0 and 1")
         if self.plain_share is not None and not 0 <= self.plain_share <= 1:
             raise ValueError(f"plain share {self.plain_share}: must be between 0 and 1")
-        if not 0 <= self.base_share <= 1:
-            raise ValueError(f"base share {self.base_share}: must be between 0 and 1")
+        for name in ("base_share", "base_grain_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name.replace('_', ' ')} {getattr(self, name)}: must be between 0 and 1")
+        if not 0 <= self.base_noise[0] <= self.base_noise[1] or not 1 <= self.base_jpeg[0] <= self.base_jpeg[1] <= 100:
+            raise ValueError(f"base noise {self.base_noise} must be 0 <= low <= high (8-bit levels) and base JPEG "
+                             f"quality {self.base_jpeg} 1 <= low <= high <= 100")
         if not 0 <= self.base_blur[0] <= self.base_blur[1] or not 0 < self.base_contrast[0] <= self.base_contrast[1] <= 1:
             raise ValueError(f"base blur {self.base_blur} must be 0 <= low <= high px and base contrast "
                              f"{self.base_contrast} 0 < low <= high <= 1")
@@ -101,17 +110,17 @@ class StreamConfig:
             raise ValueError(f"unknown distortion kind(s) {', '.join(unknown)}; choose from: {', '.join(all_kinds())}")
         return names
 
-    def kind_weights(self, based: bool = False) -> np.ndarray:
-        """(len(kind_names()),) probabilities of drawing each kind, from `plain_share`; `based`: for a
-        series on a softened photo (no `BASE_UNSAFE_KINDS`)."""
+    def kind_weights(self, base: str | None = None) -> np.ndarray:
+        """(len(kind_names()),) probabilities of drawing each kind, from `plain_share`; `base`: for a
+        series on a "soft" or "grain" base (none of its `BASE_UNSAFE_KINDS`)."""
         names = self.kind_names()
         plain = np.array([n in PLAIN_KINDS for n in names])
         if self.plain_share is None or plain.all() or not plain.any():
             w = np.full(len(names), 1 / len(names))
         else:
             w = np.where(plain, self.plain_share / plain.sum(), (1 - self.plain_share) / (~plain).sum())
-        if based:
-            safe = np.array([n not in BASE_UNSAFE_KINDS for n in names])
+        if base is not None:
+            safe = np.array([n not in BASE_UNSAFE_KINDS[base] for n in names])
             w = w * safe if safe.any() else w
         return w / w.sum()
 
@@ -199,12 +208,15 @@ def _region(side: int, rng: np.random.Generator) -> tuple[slice, slice]:
     return slice(y, y + h), slice(x, x + w)
 
 
-def soften(window: np.ndarray, cfg: StreamConfig, rng: np.random.Generator) -> np.ndarray:
-    """A random softened version of an RGB uint8 window: blurred, then its contrast reduced."""
-    sigma, gain = rng.uniform(*cfg.base_blur), rng.uniform(*cfg.base_contrast)
-    out = cv2.GaussianBlur(window, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT) if sigma > 0 else window
-    x = out.astype(np.float32)
-    return np.clip(np.rint(x.mean() + gain * (x - x.mean())), 0, 255).astype(np.uint8)
+def degrade_base(window: np.ndarray, base: str, cfg: StreamConfig, rng: np.random.Generator) -> np.ndarray:
+    """A random "soft" (blurred, lower contrast) or "grain" (noise, then JPEG) version of an RGB uint8
+    window, the starting point of a series (see `StreamConfig`)."""
+    if base == "soft":
+        sigma, gain = rng.uniform(*cfg.base_blur), rng.uniform(*cfg.base_contrast)
+        out = cv2.GaussianBlur(window, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT) if sigma > 0 else window
+        return contrast(out, gain, rng)
+    grainy = noise(window, rng.uniform(*cfg.base_noise), rng)
+    return jpeg(grainy, int(rng.integers(cfg.base_jpeg[0], cfg.base_jpeg[1] + 1)), rng)
 
 
 def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, name: str = "") -> Series:
@@ -216,11 +228,12 @@ def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, 
         window = np.ascontiguousarray(window[:, ::-1])
     m, c = DISTORT_MARGIN, cfg.crop
     reference = window[m:m + c, m:m + c]
-    based = cfg.base_share > 0 and rng.random() < cfg.base_share
-    if based:
-        window = soften(window, cfg, rng)
+    base = None
+    if cfg.base_share > 0 and rng.random() < cfg.base_share:
+        base = "grain" if rng.random() < cfg.base_grain_share else "soft"
+        window = degrade_base(window, base, cfg, rng)
     images, kind_ix, levels = [window[m:m + c, m:m + c]], [CLEAN], [0]
-    weights = cfg.kind_weights(based)
+    weights = cfg.kind_weights(base)
     drawn = rng.choice(len(names), size=min(cfg.kinds_per_series, int((weights > 0).sum())), replace=False, p=weights)
     for k in drawn:
         d = kinds[names[k]]
