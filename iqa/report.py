@@ -22,7 +22,7 @@ import numpy as np
 
 from iqa.assess import DEFAULT_CROPS
 from iqa.cache import file_sha256
-from iqa.data.datasets import Record
+from iqa.data.records import Record
 from iqa.data.splits import load_splits
 from iqa.metrics import Correlations, correlations
 

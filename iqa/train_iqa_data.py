@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from iqa.cache import DiffusionCache, FeatureCache, FeatureLayout
-from iqa.data.datasets import Record
+from iqa.data.records import Record
 from iqa.metrics import MIN_PAIRS, Correlations, correlations
 from iqa.model import DiffV2IQA
 from iqa.training import DistInfo

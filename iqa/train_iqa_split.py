@@ -26,7 +26,7 @@ from iqa.assess import Assessor
 from iqa.cache import DEFAULT_SEED, FEATURES_DIR, STATES_DIR, DiffusionCache, FeatureCache
 from iqa.checkpoint import WEIGHTS, CheckpointError, load_checkpoint, read_metadata, save_checkpoint, weights_path
 from iqa.config import preset
-from iqa.data.datasets import Record
+from iqa.data.records import Record
 from iqa.data.splits import SplitSet
 from iqa.diffusion import Diffusion
 from iqa.metrics import MIN_PAIRS, Correlations

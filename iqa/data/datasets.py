@@ -18,6 +18,7 @@ import numpy as np
 
 from iqa.data.label_files import (DatasetError, FileIndex, cell_text, column, convert_extra, exists_ci, label_path,
                                   listing, load_mat, mat_strings, name_tokens, parse_score, read_csv, read_xlsx)
+from iqa.data.records import Dataset, Record
 
 FORMATS = ("live", "csiq", "tid2013", "kadid10k", "koniq10k", "clive", "pipal", "generic")
 DISPLAY_NAMES = {
@@ -68,46 +69,6 @@ GENERIC_IMAGE_COLUMNS = ("image", "dist_name", "dist_img")
 GENERIC_REF_COLUMNS = ("ref", "ref_name", "ref_img")
 GENERIC_MOS_COLUMNS = ("mos",)
 GENERIC_GROUP_COLUMNS = ("group",)
-
-
-@dataclass(frozen=True)
-class Record:
-    """One rated image. `mos` is in [0, 1], higher = better; `raw` is the score as published."""
-
-    image: Path
-    ref: Path | None
-    raw: float
-    mos: float
-    group: str  # records sharing a group never go to different split parts
-    extra: dict = field(default_factory=dict)  # per-dataset metadata: distortion, level, std, set...
-
-
-@dataclass
-class Dataset:
-    """A loaded dataset: records in label-file order plus where they came from."""
-
-    name: str
-    format: str
-    root: Path
-    records: list[Record]
-    lower_is_better: bool  # direction of `Record.raw`
-    label_file: Path | None = None
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def relative(self, path: Path) -> str:
-        """`path` relative to the dataset root, POSIX style (what split files store)."""
-        return Path(os.path.relpath(path, self.root)).as_posix()
-
-    def index(self) -> dict[str, Record]:
-        """Records keyed by their image path relative to the root."""
-        return {self.relative(r.image): r for r in self.records}
-
-    @property
-    def groups(self) -> list[str]:
-        """Distinct groups, in first-seen order."""
-        return list(dict.fromkeys(r.group for r in self.records))
 
 
 # ---------------------------------------------------------------------------------------------
