@@ -66,6 +66,7 @@ class RankConfig:
     lr_heads: float = 1e-3
     lr_patch_head: float = 0.0  # own rate of the VCG per-patch score MLP (a revived one starts from scratch); 0: lr_heads
     weight_decay: float = 1e-4
+    warmup_steps: int = 0  # learning rates ramp up linearly over these steps (a fresh optimiser on trained weights)
     loss: str = "both"
     margin: float = 0.05
     clean_weight: float = 1.0  # weight of the pairs "clean above a distortion" in the hinge (mild levels: the hard ones)
@@ -164,7 +165,18 @@ def prepare(model: DiffV2IQA, cfg: RankConfig) -> list[dict]:
                   {"params": patch, "lr": cfg.lr_patch_head, "name": "patch-head"}]
     if backbone_params:
         groups.append({"params": backbone_params, "lr": cfg.lr_backbone, "name": "backbone"})
+    for g in groups:
+        g["base_lr"] = g["lr"]
     return groups
+
+
+def warm_up(opt: torch.optim.Optimizer, step: int, warmup_steps: int) -> None:
+    """Set every group's rate to its base rate times min(1, step / warmup_steps) (step counts from 1).
+    AdamW's first steps on a fresh optimiser move every weight by about the full rate, whatever its
+    gradient: from trained weights that is a shock the model first has to recover from."""
+    factor = 1.0 if warmup_steps <= 0 else min(1.0, step / warmup_steps)
+    for g in opt.param_groups:
+        g["lr"] = g.setdefault("base_lr", g["lr"]) * factor  # a state saved before warm-up existed has no base_lr
 
 
 def train_mode(model: DiffV2IQA) -> None:
@@ -355,6 +367,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
                 opt.zero_grad(set_to_none=True)
                 loss, stats = step_loss(model, batch, cfg, device, noise)
                 loss.backward()
+                warm_up(opt, step, cfg.warmup_steps)
                 opt.step()
                 window.append((stats, time.time() - t0))
                 progress.update(step=step, images=progress["images"] + stats.images,
@@ -405,6 +418,8 @@ def register(subparsers) -> None:
                    help="AdamW learning rate of the VCG per-patch score MLP (0: --lr-heads); a revived one "
                         "learns from scratch and needs more")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                   help="ramp the learning rates up linearly over this many steps (0: full rates from the start)")
     p.add_argument("--loss", choices=LOSSES, default=d.loss, help="hinge + MSE, hinge only, or MSE only")
     p.add_argument("--margin", type=float, default=d.margin, help="hinge margin")
     p.add_argument("--clean-weight", type=float, default=d.clean_weight,
@@ -479,6 +494,7 @@ def run(args) -> int:
                      free_from_block=None if args.free_from_block < 0 else args.free_from_block,
                      lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
                      lr_patch_head=args.lr_patch_head, weight_decay=args.weight_decay,
+                     warmup_steps=args.warmup_steps,
                      loss=args.loss, margin=args.margin, clean_weight=args.clean_weight, mse_weight=args.mse_weight,
                      local_weight=args.local_weight, revive_vcg=args.revive_vcg, local_skip=args.local_skip,
                      save_every_min=args.save_every_min, max_minutes=args.max_minutes,

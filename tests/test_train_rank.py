@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from iqa.checkpoint import load_checkpoint, save_checkpoint
 from iqa.cli import main as cli_main
 from iqa.data.stream import CLEAN, Batch
-from iqa.train_rank import REVIVE_START, RankConfig, RankError, prepare, rank_loss, stages, train
+from iqa.train_rank import REVIVE_START, RankConfig, RankError, prepare, rank_loss, stages, train, warm_up
 
 from helpers import tiny_model
 from test_stream import _photos
@@ -74,6 +74,18 @@ def test_the_patch_score_mlp_can_have_its_own_rate():
     assert by_name["patch-head"]["lr"] == 1e-2 and len(by_name["patch-head"]["params"]) == len(own)
     assert not {id(p) for p in own} & {id(p) for p in by_name["heads"]["params"]}  # each parameter in one group
     assert {g["name"] for g in prepare(tiny_model(), RankConfig(free_from_block=3))} == {"heads", "backbone"}  # 0: one rate
+
+
+def test_warm_up_ramps_every_group_to_its_own_rate():
+    groups = prepare(tiny_model(), RankConfig(free_from_block=3, lr_heads=1e-3, lr_backbone=1e-4))
+    opt = torch.optim.AdamW(groups)
+    warm_up(opt, 1, 4)
+    assert {g["name"]: g["lr"] for g in opt.param_groups} == pytest.approx({"heads": 2.5e-4, "backbone": 2.5e-5})
+    warm_up(opt, 9, 4)
+    assert {g["name"]: g["lr"] for g in opt.param_groups} == pytest.approx({"heads": 1e-3, "backbone": 1e-4})
+    old = torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1}])  # a state saved before base_lr existed
+    warm_up(old, 1, 4)
+    assert old.param_groups[0]["lr"] == pytest.approx(0.025)
 
 
 def test_train_writes_checkpoint_resumes_and_keeps_frozen_parts(setup, tmp_path, capsys):
