@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from iqa.data.plain import PLAIN_KINDS, all_kinds, contrast, jpeg, noise
+from iqa.data.plain import PLAIN_KINDS, all_kinds, blur, contrast, jpeg, noise
 from iqa.data.splits import split_groups
 from iqa.data.pseudo_mos import pseudo_mos
 from iqa.data.sources import find_sources
@@ -213,8 +213,7 @@ def degrade_base(window: np.ndarray, base: str, cfg: StreamConfig, rng: np.rando
     window, the starting point of a series (see `StreamConfig`)."""
     if base == "soft":
         sigma, gain = rng.uniform(*cfg.base_blur), rng.uniform(*cfg.base_contrast)
-        out = cv2.GaussianBlur(window, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT) if sigma > 0 else window
-        return contrast(out, gain, rng)
+        return contrast(blur(window, sigma, rng) if sigma > 0 else window, gain, rng)
     grainy = noise(window, rng.uniform(*cfg.base_noise), rng)
     return jpeg(grainy, int(rng.integers(cfg.base_jpeg[0], cfg.base_jpeg[1] + 1)), rng)
 
