@@ -220,7 +220,8 @@ def train_throughput(model, series: int = 3, crop: int = 224, repeats: int = 3,
     """Images/s of a train-rank step (forward + backward + AdamW step; `RankConfig` defaults) on
     random series of 10 crops, for each mode; the first step of each mode is a warm-up."""
     from iqa.data.stream import CLEAN, Batch
-    from iqa.train_rank import RankConfig, prepare, step_loss, train_mode
+    from iqa.rank_optim import prepare
+    from iqa.train_rank import RankConfig, step_loss, train_mode
     if repeats < 1:
         raise ValueError(f"repeats {repeats}: at least 1 timed step per mode")
     cfg = RankConfig(free_from_block=free_from_block)

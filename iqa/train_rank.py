@@ -33,6 +33,7 @@ from iqa.attention import score_mlp
 from iqa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from iqa.data.stream import CLEAN, Batch, SeriesStream, StreamConfig, diffusion_states, ordered_pairs
 from iqa.model import DiffV2IQA
+from iqa.rank_optim import freeze_norms, prepare, rate_factor, set_rates
 from iqa.training import JsonlLog, atomic_save, load_state, seed_everything
 
 STATE = "state.pt"
@@ -53,7 +54,7 @@ class RankError(ValueError):
 class RankConfig:
     """One ranking run; stored in its state and in every checkpoint's card.
 
-    free_from_block: backbone stages with this index and later are trained (see `stages`; the stem
+    free_from_block: backbone stages with this index and later are trained (see `iqa.rank_optim.stages`; the stem
     and earlier stages stay frozen); None freezes the whole backbone. loss: "both" (hinge + MSE),
     "rank" (hinge only) or "mse" (regression only), for the ablation."""
 
@@ -67,6 +68,8 @@ class RankConfig:
     lr_patch_head: float = 0.0  # own rate of the VCG per-patch score MLP (a revived one starts from scratch); 0: lr_heads
     weight_decay: float = 1e-4
     warmup_steps: int = 0  # learning rates ramp up linearly over these steps (a fresh optimiser on trained weights)
+    decay_steps: int = 0  # after the warm-up, rates fall along a cosine to lr_floor x base at this step; 0: constant
+    lr_floor: float = 0.0  # the decayed rates' end, as a share of each group's base rate
     loss: str = "both"
     margin: float = 0.05
     clean_weight: float = 1.0  # weight of the pairs "clean above a distortion" in the hinge (mild levels: the hard ones)
@@ -117,66 +120,6 @@ class StepStats:
     pair_accuracy: float
     images: int
     local: float = 0.0
-
-
-def freeze_norms(module: nn.Module) -> None:
-    """Put every BatchNorm in eval mode (running statistics fixed) and stop its affine updates."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-            m.requires_grad_(False)
-
-
-def stages(net: nn.Module) -> list[nn.Module]:
-    """A timm network's stages in order: `blocks` (EfficientNet, ViT) or ResNet's layer1-4."""
-    if hasattr(net, "blocks"):
-        return list(net.blocks)
-    return [getattr(net, f"layer{i}") for i in range(1, 5) if hasattr(net, f"layer{i}")]
-
-
-def prepare(model: DiffV2IQA, cfg: RankConfig) -> list[dict]:
-    """Set what trains and return the optimiser's parameter groups (backbone blocks, heads)."""
-    if model.diffusion is not None:
-        model.diffusion.requires_grad_(False)
-    backbone_params = []
-    for bcfg, bb in ((model.cfg.vcg.backbone, model.backbone), (model.cfg.vda.backbone, model.vda_backbone)):
-        if bb is None:
-            continue
-        bb.requires_grad_(False)
-        bcfg.frozen = cfg.free_from_block is None
-        bb.cfg.frozen = bcfg.frozen
-        if cfg.free_from_block is not None:
-            blocks = stages(bb.model)
-            if not 0 <= cfg.free_from_block < len(blocks):
-                raise RankError(f"--free-from-block {cfg.free_from_block}: backbone {bcfg.name} has "
-                                f"{len(blocks)} stages (0-{len(blocks) - 1})")
-            for blk in blocks[cfg.free_from_block:]:
-                blk.requires_grad_(True)
-        freeze_norms(bb)
-        backbone_params += [p for p in bb.parameters() if p.requires_grad]
-    heads = [p for m in (model.vcg, model.vda) if m is not None for p in m.parameters()]
-    for p in heads:
-        p.requires_grad_(True)
-    groups = [{"params": heads, "lr": cfg.lr_heads, "name": "heads"}]
-    if cfg.lr_patch_head > 0 and model.vcg is not None:
-        patch = model.vcg.patch_score_parameters()
-        own = {id(p) for p in patch}
-        groups = [{"params": [p for p in heads if id(p) not in own], "lr": cfg.lr_heads, "name": "heads"},
-                  {"params": patch, "lr": cfg.lr_patch_head, "name": "patch-head"}]
-    if backbone_params:
-        groups.append({"params": backbone_params, "lr": cfg.lr_backbone, "name": "backbone"})
-    for g in groups:
-        g["base_lr"] = g["lr"]
-    return groups
-
-
-def warm_up(opt: torch.optim.Optimizer, step: int, warmup_steps: int) -> None:
-    """Set every group's rate to its base rate times min(1, step / warmup_steps) (step counts from 1).
-    AdamW's first steps on a fresh optimiser move every weight by about the full rate, whatever its
-    gradient: from trained weights that is a shock the model first has to recover from."""
-    factor = 1.0 if warmup_steps <= 0 else min(1.0, step / warmup_steps)
-    for g in opt.param_groups:
-        g["lr"] = g.setdefault("base_lr", g["lr"]) * factor  # a state saved before warm-up existed has no base_lr
 
 
 def train_mode(model: DiffV2IQA) -> None:
@@ -367,7 +310,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
                 opt.zero_grad(set_to_none=True)
                 loss, stats = step_loss(model, batch, cfg, device, noise)
                 loss.backward()
-                warm_up(opt, step, cfg.warmup_steps)
+                set_rates(opt, rate_factor(step, cfg.warmup_steps, cfg.decay_steps, cfg.lr_floor))
                 opt.step()
                 window.append((stats, time.time() - t0))
                 progress.update(step=step, images=progress["images"] + stats.images,
@@ -420,6 +363,11 @@ def register(subparsers) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
                    help="ramp the learning rates up linearly over this many steps (0: full rates from the start)")
+    p.add_argument("--decay-steps", type=int, default=d.decay_steps, metavar="N",
+                   help="after the warm-up, every rate falls along a cosine to --lr-floor x its own at step N "
+                        "(0: constant rates); kept by the run, unlike --steps")
+    p.add_argument("--lr-floor", type=float, default=d.lr_floor, metavar="F",
+                   help="with --decay-steps: the rates' end as a share of their start (default 0)")
     p.add_argument("--loss", choices=LOSSES, default=d.loss, help="hinge + MSE, hinge only, or MSE only")
     p.add_argument("--margin", type=float, default=d.margin, help="hinge margin")
     p.add_argument("--clean-weight", type=float, default=d.clean_weight,
@@ -494,7 +442,7 @@ def run(args) -> int:
                      free_from_block=None if args.free_from_block < 0 else args.free_from_block,
                      lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
                      lr_patch_head=args.lr_patch_head, weight_decay=args.weight_decay,
-                     warmup_steps=args.warmup_steps,
+                     warmup_steps=args.warmup_steps, decay_steps=args.decay_steps, lr_floor=args.lr_floor,
                      loss=args.loss, margin=args.margin, clean_weight=args.clean_weight, mse_weight=args.mse_weight,
                      local_weight=args.local_weight, revive_vcg=args.revive_vcg, local_skip=args.local_skip,
                      save_every_min=args.save_every_min, max_minutes=args.max_minutes,

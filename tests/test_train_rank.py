@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from iqa.checkpoint import load_checkpoint, save_checkpoint
 from iqa.cli import main as cli_main
 from iqa.data.stream import CLEAN, Batch
-from iqa.train_rank import REVIVE_START, RankConfig, RankError, prepare, rank_loss, stages, train, warm_up
+from iqa.train_rank import REVIVE_START, RankConfig, RankError, rank_loss, train
 
 from helpers import tiny_model
 from test_stream import _photos
@@ -54,38 +54,6 @@ def test_clean_weight_scales_only_the_clean_pairs():
 def test_a_non_positive_clean_weight_is_refused_before_anything_loads(tmp_path):
     with pytest.raises(RankError, match="clean-weight"):
         train(RankConfig(init=str(tmp_path / "missing"), clean_weight=0.0), tmp_path / "out")
-
-
-def test_prepare_trains_later_stages_and_heads_only():
-    model = tiny_model()
-    groups = prepare(model, RankConfig(free_from_block=3))
-    assert {g["name"] for g in groups} == {"heads", "backbone"}
-    net = model.backbone.model
-    assert all(p.requires_grad for p in stages(net)[3].parameters() if p.ndim > 1)  # convolutions
-    assert not any(p.requires_grad for p in stages(net)[0].parameters())
-    assert not any(p.requires_grad for p in model.diffusion.parameters())
-
-
-def test_the_patch_score_mlp_can_have_its_own_rate():
-    model = tiny_model()
-    groups = prepare(model, RankConfig(free_from_block=3, lr_heads=1e-4, lr_patch_head=1e-2))
-    by_name = {g["name"]: g for g in groups}
-    own = list(model.vcg.head.score.parameters())
-    assert by_name["patch-head"]["lr"] == 1e-2 and len(by_name["patch-head"]["params"]) == len(own)
-    assert not {id(p) for p in own} & {id(p) for p in by_name["heads"]["params"]}  # each parameter in one group
-    assert {g["name"] for g in prepare(tiny_model(), RankConfig(free_from_block=3))} == {"heads", "backbone"}  # 0: one rate
-
-
-def test_warm_up_ramps_every_group_to_its_own_rate():
-    groups = prepare(tiny_model(), RankConfig(free_from_block=3, lr_heads=1e-3, lr_backbone=1e-4))
-    opt = torch.optim.AdamW(groups)
-    warm_up(opt, 1, 4)
-    assert {g["name"]: g["lr"] for g in opt.param_groups} == pytest.approx({"heads": 2.5e-4, "backbone": 2.5e-5})
-    warm_up(opt, 9, 4)
-    assert {g["name"]: g["lr"] for g in opt.param_groups} == pytest.approx({"heads": 1e-3, "backbone": 1e-4})
-    old = torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1}])  # a state saved before base_lr existed
-    warm_up(old, 1, 4)
-    assert old.param_groups[0]["lr"] == pytest.approx(0.025)
 
 
 def test_train_writes_checkpoint_resumes_and_keeps_frozen_parts(setup, tmp_path, capsys):
