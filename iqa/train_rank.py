@@ -62,6 +62,7 @@ class RankConfig:
     no_diffusion: bool = False
     steps: int = 3000
     series_per_batch: int = 3
+    accumulate: int = 1  # batches of series_per_batch series whose gradients add up to one step (memory-bound CPUs)
     free_from_block: int | None = 4
     lr_backbone: float = 1e-4
     lr_heads: float = 1e-3
@@ -120,6 +121,12 @@ class StepStats:
     pair_accuracy: float
     images: int
     local: float = 0.0
+
+    @staticmethod
+    def mean(parts: list["StepStats"]) -> "StepStats":
+        """One step's stats from its accumulated batches (images added up, the rest averaged)."""
+        avg = {k: sum(getattr(p, k) for p in parts) / len(parts) for k in ("loss", "rank", "mse", "pair_accuracy", "local")}
+        return StepStats(images=sum(p.images for p in parts), **avg)
 
 
 def train_mode(model: DiffV2IQA) -> None:
@@ -270,6 +277,8 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
         raise RankError(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
     if not cfg.clean_weight > 0:
         raise RankError(f"--clean-weight {cfg.clean_weight}: must be > 0 (1 weighs every pair alike)")
+    if cfg.accumulate < 1 or cfg.series_per_batch < 1:
+        raise RankError(f"--series-per-batch {cfg.series_per_batch}, --accumulate {cfg.accumulate}: each at least 1")
     if cfg.diffusion_in not in DIFFUSION_IN:
         raise RankError(f"--diffusion-in {cfg.diffusion_in!r}: choose one of {', '.join(DIFFUSION_IN)}")
     torch.set_num_threads(cfg.threads)
@@ -305,11 +314,17 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
         train_mode(model)
         try:
             for step in range(start + 1, cfg.steps + 1):
-                batch = stream.batch(cfg.series_per_batch)
-                t0 = time.time()
                 opt.zero_grad(set_to_none=True)
-                loss, stats = step_loss(model, batch, cfg, device, noise)
-                loss.backward()
+                parts, busy = [], 0.0
+                for _ in range(cfg.accumulate):
+                    batch = stream.batch(cfg.series_per_batch)
+                    t0 = time.time()
+                    loss, part = step_loss(model, batch, cfg, device, noise)
+                    (loss / cfg.accumulate).backward()
+                    parts.append(part)
+                    busy += time.time() - t0
+                stats = StepStats.mean(parts)
+                t0 = time.time() - busy
                 set_rates(opt, rate_factor(step, cfg.warmup_steps, cfg.decay_steps, cfg.lr_floor))
                 opt.step()
                 window.append((stats, time.time() - t0))
@@ -352,7 +367,10 @@ def register(subparsers) -> None:
     p.add_argument("--init", default=d.init, help="checkpoint to start from (its diffusion network stays fixed)")
     p.add_argument("--no-diffusion", action="store_true", help="ablation: drop the diffusion network (states = x)")
     p.add_argument("--steps", type=int, default=d.steps, help="optimisation steps in all")
-    p.add_argument("--series-per-batch", type=int, default=d.series_per_batch, help="series per step")
+    p.add_argument("--series-per-batch", type=int, default=d.series_per_batch, help="series per batch")
+    p.add_argument("--accumulate", type=int, default=d.accumulate, metavar="K",
+                   help="K batches per optimisation step, their gradients added up: a large batch in little "
+                        "memory (default 1)")
     p.add_argument("--free-from-block", type=int, default=d.free_from_block,
                    help="train backbone blocks from this index on (-1: keep the backbone frozen)")
     p.add_argument("--lr-backbone", type=float, default=d.lr_backbone, help="AdamW learning rate of backbone blocks")
@@ -438,7 +456,7 @@ def run(args) -> int:
                           levels_per_kind=args.levels_per_kind, buffer=args.buffer, workers=args.workers,
                           seed=args.seed)
     cfg = RankConfig(init=args.init, no_diffusion=args.no_diffusion, steps=args.steps,
-                     series_per_batch=args.series_per_batch,
+                     series_per_batch=args.series_per_batch, accumulate=args.accumulate,
                      free_from_block=None if args.free_from_block < 0 else args.free_from_block,
                      lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
                      lr_patch_head=args.lr_patch_head, weight_decay=args.weight_decay,

@@ -223,3 +223,33 @@ def test_a_revived_head_stays_out_of_saturation_on_large_tokens(norm):
         assert saturated == 0 and f.unique().numel() == f.numel()
     else:
         assert saturated > 0.5
+
+
+def test_accumulated_batches_give_the_gradient_of_their_union():
+    from iqa.train_rank import step_loss
+    model = tiny_model().eval()  # no dropout: the two ways see the same network
+    g, c = model.cfg.vcg.grid, model.cfg.crop
+    states = torch.randint(0, 256, (6, 4, 3, c, c), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    kind, level = torch.tensor([CLEAN, 0, 0] * 2), torch.tensor([0, 1, 2] * 2)
+    mos, local = torch.tensor([1.0, 0.6, 0.3, 0.9, 0.5, 0.2]), torch.rand(6, g, g)
+
+    def batch(rows, series):
+        return Batch(states=states[rows], series=series, kind=kind[rows], level=level[rows], mos=mos[rows],
+                     local=local[rows])
+
+    cfg, cpu = RankConfig(local_weight=0.5), torch.device("cpu")
+    step_loss(model, batch(slice(0, 6), torch.tensor([0, 0, 0, 1, 1, 1])), cfg, cpu)[0].backward()
+    whole = [p.grad.clone() for p in model.vda.parameters()]
+    model.zero_grad()
+    for rows in (slice(0, 3), slice(3, 6)):
+        (step_loss(model, batch(rows, torch.zeros(3, dtype=torch.long)), cfg, cpu)[0] / 2).backward()
+    assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(whole, model.vda.parameters()))
+
+
+def test_accumulate_counts_every_batch_of_a_step(setup, tmp_path, capsys):
+    photos, init = setup
+    assert cli_main(_args(photos, init, tmp_path / "acc", 1, "--accumulate", "2")) == 0
+    log = [json.loads(x) for x in (tmp_path / "acc" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["images"] == 12  # 2 batches x 2 series x (clean + 2 levels of 1 kind)
+    assert cli_main(_args(photos, init, tmp_path / "none", 1, "--accumulate", "0")) == 2
+    assert "--accumulate 0" in capsys.readouterr().err
