@@ -125,7 +125,8 @@ class StepStats:
     @staticmethod
     def mean(parts: list["StepStats"]) -> "StepStats":
         """One step's stats from its accumulated batches (images added up, the rest averaged)."""
-        avg = {k: sum(getattr(p, k) for p in parts) / len(parts) for k in ("loss", "rank", "mse", "pair_accuracy", "local")}
+        avg = {k: sum(getattr(p, k) for p in parts) / len(parts)
+               for k in ("loss", "rank", "mse", "pair_accuracy", "local")}
         return StepStats(images=sum(p.images for p in parts), **avg)
 
 
@@ -279,6 +280,9 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
         raise RankError(f"--clean-weight {cfg.clean_weight}: must be > 0 (1 weighs every pair alike)")
     if cfg.accumulate < 1 or cfg.series_per_batch < 1:
         raise RankError(f"--series-per-batch {cfg.series_per_batch}, --accumulate {cfg.accumulate}: each at least 1")
+    if cfg.decay_steps and (cfg.decay_steps <= cfg.warmup_steps or not 0 <= cfg.lr_floor <= 1):
+        raise RankError(f"--decay-steps {cfg.decay_steps}, --lr-floor {cfg.lr_floor}: the decay must end after "
+                        f"the warm-up (--warmup-steps {cfg.warmup_steps}) at a floor from 0 to 1")
     if cfg.diffusion_in not in DIFFUSION_IN:
         raise RankError(f"--diffusion-in {cfg.diffusion_in!r}: choose one of {', '.join(DIFFUSION_IN)}")
     torch.set_num_threads(cfg.threads)
@@ -324,10 +328,10 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
                     parts.append(part)
                     busy += time.time() - t0
                 stats = StepStats.mean(parts)
-                t0 = time.time() - busy
+                t0 = time.time()
                 set_rates(opt, rate_factor(step, cfg.warmup_steps, cfg.decay_steps, cfg.lr_floor))
                 opt.step()
-                window.append((stats, time.time() - t0))
+                window.append((stats, busy + time.time() - t0))
                 progress.update(step=step, images=progress["images"] + stats.images,
                                 hours=hours0 + (time.time() - t_run) / 3600)
                 if step % LOG_EVERY == 0 or step == cfg.steps:

@@ -51,9 +51,13 @@ def test_clean_weight_scales_only_the_clean_pairs():
     assert rank_loss(inside, b, 0.05, clean_weight=3.0)[0].item() == pytest.approx(0.03 / 7)
 
 
-def test_a_non_positive_clean_weight_is_refused_before_anything_loads(tmp_path):
+def test_bad_weights_and_schedules_are_refused_before_anything_loads(tmp_path):
     with pytest.raises(RankError, match="clean-weight"):
         train(RankConfig(init=str(tmp_path / "missing"), clean_weight=0.0), tmp_path / "out")
+    with pytest.raises(RankError, match="decay must end after the warm-up"):
+        train(RankConfig(init=str(tmp_path / "missing"), warmup_steps=20, decay_steps=10), tmp_path / "out")
+    with pytest.raises(RankError, match="floor from 0 to 1"):
+        train(RankConfig(init=str(tmp_path / "missing"), decay_steps=10, lr_floor=2.0), tmp_path / "out")
 
 
 def test_train_writes_checkpoint_resumes_and_keeps_frozen_parts(setup, tmp_path, capsys):
