@@ -96,6 +96,22 @@ class RankConfig:
                     s[key] = tuple(s[key])
             self.stream = StreamConfig(**s)
 
+    def check(self) -> None:
+        """Raise `RankError` for settings that cannot run, naming the option to change."""
+        if self.local_skip and not self.revive_vcg:
+            raise RankError("--local-skip needs --revive-vcg: the score MLP is rebuilt for the wider input")
+        if self.loss not in LOSSES:
+            raise RankError(f"--loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+        if not self.clean_weight > 0:
+            raise RankError(f"--clean-weight {self.clean_weight}: must be > 0 (1 weighs every pair alike)")
+        if self.accumulate < 1 or self.series_per_batch < 1:
+            raise RankError(f"--series-per-batch {self.series_per_batch}, --accumulate {self.accumulate}: each at least 1")
+        if self.decay_steps and (self.decay_steps <= self.warmup_steps or not 0 <= self.lr_floor <= 1):
+            raise RankError(f"--decay-steps {self.decay_steps}, --lr-floor {self.lr_floor}: the decay must end after "
+                            f"the warm-up (--warmup-steps {self.warmup_steps}) at a floor from 0 to 1")
+        if self.diffusion_in not in DIFFUSION_IN:
+            raise RankError(f"--diffusion-in {self.diffusion_in!r}: choose one of {', '.join(DIFFUSION_IN)}")
+
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
 
@@ -173,6 +189,22 @@ def step_loss(model: DiffV2IQA, batch: Batch, cfg: RankConfig, device: torch.dev
         local = F.mse_loss(q.f1.float(), batch.local.to(device).float())
         total = total + cfg.local_weight * local
     return total, StepStats(total.item(), rank.item(), mse.item(), acc, len(scores), local.item())
+
+
+def accumulate_gradients(model: DiffV2IQA, stream: SeriesStream, cfg: RankConfig, device: torch.device,
+                         noise: torch.Generator) -> tuple[StepStats, float]:
+    """Backpropagate `cfg.accumulate` batches of the stream, each loss divided by their number, so that
+    the gradients add up to those of one batch holding them all; the step's stats and the seconds spent
+    computing (not waiting for the stream)."""
+    parts, busy = [], 0.0
+    for _ in range(cfg.accumulate):
+        batch = stream.batch(cfg.series_per_batch)
+        t0 = time.time()
+        loss, part = step_loss(model, batch, cfg, device, noise)
+        (loss / cfg.accumulate).backward()
+        parts.append(part)
+        busy += time.time() - t0
+    return StepStats.mean(parts), busy
 
 
 def revived_score_mlp(dim: int, dropout: float, start: float = REVIVE_START, std: float = REVIVE_STD) -> nn.Sequential:
@@ -272,19 +304,7 @@ def _log(log: JsonlLog, say, window: list, progress: dict, made: int, steps: int
 def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
     """Run (or resume) a ranking run in `out`; returns the folder of its last checkpoint."""
     out = Path(out)
-    if cfg.local_skip and not cfg.revive_vcg:
-        raise RankError("--local-skip needs --revive-vcg: the score MLP is rebuilt for the wider input")
-    if cfg.loss not in LOSSES:
-        raise RankError(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSSES)}")
-    if not cfg.clean_weight > 0:
-        raise RankError(f"--clean-weight {cfg.clean_weight}: must be > 0 (1 weighs every pair alike)")
-    if cfg.accumulate < 1 or cfg.series_per_batch < 1:
-        raise RankError(f"--series-per-batch {cfg.series_per_batch}, --accumulate {cfg.accumulate}: each at least 1")
-    if cfg.decay_steps and (cfg.decay_steps <= cfg.warmup_steps or not 0 <= cfg.lr_floor <= 1):
-        raise RankError(f"--decay-steps {cfg.decay_steps}, --lr-floor {cfg.lr_floor}: the decay must end after "
-                        f"the warm-up (--warmup-steps {cfg.warmup_steps}) at a floor from 0 to 1")
-    if cfg.diffusion_in not in DIFFUSION_IN:
-        raise RankError(f"--diffusion-in {cfg.diffusion_in!r}: choose one of {', '.join(DIFFUSION_IN)}")
+    cfg.check()
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -319,15 +339,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
         try:
             for step in range(start + 1, cfg.steps + 1):
                 opt.zero_grad(set_to_none=True)
-                parts, busy = [], 0.0
-                for _ in range(cfg.accumulate):
-                    batch = stream.batch(cfg.series_per_batch)
-                    t0 = time.time()
-                    loss, part = step_loss(model, batch, cfg, device, noise)
-                    (loss / cfg.accumulate).backward()
-                    parts.append(part)
-                    busy += time.time() - t0
-                stats = StepStats.mean(parts)
+                stats, busy = accumulate_gradients(model, stream, cfg, device, noise)
                 t0 = time.time()
                 set_rates(opt, rate_factor(step, cfg.warmup_steps, cfg.decay_steps, cfg.lr_floor))
                 opt.step()
@@ -363,7 +375,6 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
 
 def register(subparsers) -> None:
     d = RankConfig()
-    s = StreamConfig()
     p = subparsers.add_parser("train-rank", help="teach a checkpoint the order of quality (online ranked series)",
                               description=__doc__)
     p.add_argument("--photos", required=True, help="folder of pristine photos (split by name as `splits` does)")
@@ -402,6 +413,25 @@ def register(subparsers) -> None:
     p.add_argument("--local-skip", type=int, default=d.local_skip, metavar="K",
                    help="with --revive-vcg: feed the score MLP a K-channel projection of the backbone maps too "
                         "(the VCG trunk mixes positions; 0: off, the paper)")
+    _add_stream_options(p, StreamConfig())
+    p.add_argument("--threads", type=int, default=d.threads, help="trainer threads")
+    p.add_argument("--max-minutes", type=float, default=d.max_minutes,
+                   help="stop after this many minutes (state saved; 0: run to --steps)")
+    p.add_argument("--save-every-min", type=float, default=d.save_every_min, help="minutes between saved states")
+    p.add_argument("--snapshot-every-min", type=float, default=d.snapshot_every_min,
+                   help="minutes between kept snapshots (the learning curve)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
+                   help="channels_last memory format (faster on CPUs with AVX-512)")
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--diffusion-in", choices=DIFFUSION_IN, default=d.diffusion_in,
+                   help="where the diffusion states are made: the CPU stream workers, or the trainer's device "
+                        "(a GPU: the workers then only distort and label, several times as many series/s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.set_defaults(func=run)
+
+
+def _add_stream_options(p: argparse.ArgumentParser, s: StreamConfig) -> None:
+    """The options of the series stream (`StreamConfig`): photos' split, kinds, levels, bases, workers."""
     p.add_argument("--region-share", type=float, default=s.region_share,
                    help="chance that a kind damages only a random rectangle of the crop")
     p.add_argument("--kinds", nargs="*", default=[], metavar="KIND", help="distortion kinds (default: all 31)")
@@ -427,23 +457,9 @@ def register(subparsers) -> None:
     p.add_argument("--split-seed", type=int, default=s.split_seed, help="seed of the photo split")
     p.add_argument("--buffer", type=int, default=s.buffer, help="series held in the replay buffer")
     p.add_argument("--workers", type=int, default=s.workers, help="processes making series")
-    p.add_argument("--threads", type=int, default=d.threads, help="trainer threads")
-    p.add_argument("--max-minutes", type=float, default=d.max_minutes,
-                   help="stop after this many minutes (state saved; 0: run to --steps)")
-    p.add_argument("--save-every-min", type=float, default=d.save_every_min, help="minutes between saved states")
-    p.add_argument("--snapshot-every-min", type=float, default=d.snapshot_every_min,
-                   help="minutes between kept snapshots (the learning curve)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
-                   help="channels_last memory format (faster on CPUs with AVX-512)")
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
-    p.add_argument("--diffusion-in", choices=DIFFUSION_IN, default=d.diffusion_in,
-                   help="where the diffusion states are made: the CPU stream workers, or the trainer's device "
-                        "(a GPU: the workers then only distort and label, several times as many series/s)")
     p.add_argument("--part", default=s.part,
                    help="part of the photos' name split to train on (all: every photo of --photos, for a "
                         "folder that holds only training photos)")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
-    p.set_defaults(func=run)
 
 
 def _interrupt(signum, frame):
