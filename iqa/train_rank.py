@@ -8,7 +8,8 @@ backbone blocks are fine-tuned with BatchNorm statistics frozen (batches are sma
 content per series), the heads with a larger learning rate; the diffusion network stays fixed.
 
 The run lives in `--out`: `state.pt` (saved every `save_every_min`, read with weights_only), `last/`
-(a checkpoint), `snapshots/step-N/` (kept for the learning curve), `log.jsonl`. Stopped at any
+(a checkpoint), `snapshots/step-N/` (kept for the learning curve), `log.jsonl`; with `--ema-decay` these
+checkpoints hold the weights' moving average and `last-raw/`, `step-N-raw/` the weights themselves. Stopped at any
 moment, the same command resumes it.
 """
 from __future__ import annotations
@@ -16,29 +17,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import shlex
 import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
+from timm.utils import ModelEmaV3
 import torch.nn.functional as F
-from torch import nn
 
 from iqa.assess import resolve_device
-from iqa.attention import score_mlp
 from iqa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from iqa.data.stream import CLEAN, Batch, SeriesStream, StreamConfig, diffusion_states, ordered_pairs
 from iqa.model import DiffV2IQA
 from iqa.rank_optim import freeze_norms, prepare, rate_factor, set_rates
+from iqa.revive import revive_score_head
 from iqa.training import JsonlLog, atomic_save, load_state, seed_everything
 
 STATE = "state.pt"
-REVIVE_START, REVIVE_STD = 0.6, 1e-3  # a restarted VCG score layer: patch scores start near a mid label
-REVIVE_FUSION = (0.5, 0.5)  # (vcg_weight, vda_weight) of a revived model: S is the mean of S1 and S2
 LOG = "log.jsonl"
 LOG_EVERY = 10  # steps between log lines
 LOSSES = ("both", "rank", "mse")
@@ -71,6 +70,7 @@ class RankConfig:
     warmup_steps: int = 0  # learning rates ramp up linearly over these steps (a fresh optimiser on trained weights)
     decay_steps: int = 0  # after the warm-up, rates fall along a cosine to lr_floor x base at this step; 0: constant
     lr_floor: float = 0.0  # the decayed rates' end, as a share of each group's base rate
+    ema_decay: float = 0.0  # checkpoints hold a moving average of the weights, this decay per step; 0: the weights
     loss: str = "both"
     margin: float = 0.05
     clean_weight: float = 1.0  # weight of the pairs "clean above a distortion" in the hinge (mild levels: the hard ones)
@@ -109,6 +109,8 @@ class RankConfig:
         if self.decay_steps and (self.decay_steps <= self.warmup_steps or not 0 <= self.lr_floor <= 1):
             raise RankError(f"--decay-steps {self.decay_steps}, --lr-floor {self.lr_floor}: the decay must end after "
                             f"the warm-up (--warmup-steps {self.warmup_steps}) at a floor from 0 to 1")
+        if not 0 <= self.ema_decay < 1:
+            raise RankError(f"--ema-decay {self.ema_decay}: from 0 (off) to below 1")
         if self.diffusion_in not in DIFFUSION_IN:
             raise RankError(f"--diffusion-in {self.diffusion_in!r}: choose one of {', '.join(DIFFUSION_IN)}")
 
@@ -207,32 +209,6 @@ def accumulate_gradients(model: DiffV2IQA, stream: SeriesStream, cfg: RankConfig
     return StepStats.mean(parts), busy
 
 
-def revived_score_mlp(dim: int, dropout: float, start: float = REVIVE_START, std: float = REVIVE_STD) -> nn.Sequential:
-    """A fresh per-patch score MLP, normalised and with a sigmoid, every patch at `start`. The LayerNorm
-    keeps the sigmoid out of saturation: the tokens reach ~1e3, so without it the patch scores end at
-    exactly 0 or 1 within a few steps and tie."""
-    mlp = score_mlp(dim, dropout, "sigmoid", norm=True)
-    nn.init.normal_(mlp[-2].weight, std=std)
-    nn.init.constant_(mlp[-2].bias, math.log(start / (1 - start)))
-    return mlp
-
-
-def revive_score_head(model: DiffV2IQA, local_skip: int = 0) -> None:
-    """Restart the VCG branch's per-patch score MLP (`revived_score_mlp`): a ReLU score head whose output
-    is 0 everywhere gets no gradient, so no local loss can teach it. The fusion becomes the mean of S1 and
-    S2 (`REVIVE_FUSION`): the local targets put the patch scores, hence S1, on the label scale, where S2
-    already is; a mid-label start keeps S near the labels, and its order that of S2, while they learn."""
-    if model.vcg is None:
-        raise RankError("--revive-vcg: this model has no VCG branch")
-    cfg = model.cfg.vcg
-    cfg.score_activation, cfg.score_norm = "sigmoid", True
-    model.cfg.vcg_weight, model.cfg.vda_weight = REVIVE_FUSION
-    if local_skip:
-        model.vcg.add_local_skip(local_skip)
-    head = model.vcg.head
-    head.score = revived_score_mlp(head.score[-2].in_features, cfg.dropout)
-
-
 def load_model(cfg: RankConfig) -> tuple[DiffV2IQA, dict]:
     """The model to train (from `cfg.init`; without its diffusion network for the no-diffusion
     ablation) and the init checkpoint's card."""
@@ -255,26 +231,28 @@ def _accelerator(device: str) -> str | None:
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
 
 
-def _card(cfg: RankConfig, init_card: dict, step: int, hours: float, images: int) -> dict:
+def _card(cfg: RankConfig, init_card: dict, step: int, hours: float, images: int, weights: str) -> dict:
     return {"trained": True, "stage": "train-rank", "init": cfg.init,
             "init_training": init_card.get("training"), "diffusion_training": init_card.get("diffusion_training"),
             "rank_training": {"config": cfg.to_dict(), "steps": step, "images_seen": images,
                               "wall_hours": round(hours, 3), "threads": cfg.threads,
                               "workers": cfg.stream.workers, "accelerator": _accelerator(cfg.device),
-                              "cpu_core_hours": round(hours * (cfg.threads + cfg.stream.workers), 3)},
+                              "cpu_core_hours": round(hours * (cfg.threads + cfg.stream.workers), 3),
+                              "weights": weights},
             "backbone_weights": init_card.get("backbone_weights"),
             "command": shlex.join(["python", "-m", "iqa", *sys.argv[1:]])}
 
 
 def _save_state(path: Path, model: DiffV2IQA, opt: torch.optim.Optimizer, cfg: RankConfig, progress: dict,
-                init_card: dict) -> None:
+                init_card: dict, ema: ModelEmaV3 | None) -> None:
+    extra = {"ema": ema.module.state_dict()} if ema is not None else {}
     atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": json.dumps(cfg.to_dict()),
-                 "progress": json.dumps(progress), "init_card": json.dumps(init_card)}, path)
+                 "progress": json.dumps(progress), "init_card": json.dumps(init_card), **extra}, path)
 
 
 def _resume(out: Path, cfg: RankConfig, model: DiffV2IQA, opt: torch.optim.Optimizer,
-            init_card: dict) -> tuple[dict, dict]:
-    """Load `out/state.pt` into model and optimiser; the saved progress (step, images, hours) and the
+            init_card: dict, ema: ModelEmaV3 | None) -> tuple[dict, dict]:
+    """Load `out/state.pt` into model, optimiser and moving average; the saved progress (step, images, hours) and the
     card of the checkpoint the run started from (the init folder may have been rewritten since, e.g.
     by bundling this run), or zeros and `init_card`."""
     state = load_state(out)
@@ -287,6 +265,8 @@ def _resume(out: Path, cfg: RankConfig, model: DiffV2IQA, opt: torch.optim.Optim
                         "settings or choose another --out")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
+    if ema is not None:
+        ema.module.load_state_dict(state["ema"])
     return json.loads(state["progress"]), json.loads(state["init_card"]) if "init_card" in state else init_card
 
 
@@ -318,7 +298,8 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
     if cfg.channels_last:
         model.to_channels_last()
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    progress, init_card = _resume(out, cfg, model, opt, init_card)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay else None  # starts at the init's weights
+    progress, init_card = _resume(out, cfg, model, opt, init_card, ema)
     start = progress["step"]
     log = JsonlLog(out / LOG)
     if start >= cfg.steps:
@@ -330,7 +311,11 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
     hours0, window = progress["hours"], []
 
     def save(where: Path) -> None:
-        save_checkpoint(model, where, _card(cfg, init_card, progress["step"], progress["hours"], progress["images"]))
+        """The checkpoint at `where` (the moving average when there is one; the weights then beside it, `-raw`)."""
+        card = partial(_card, cfg, init_card, progress["step"], progress["hours"], progress["images"])
+        save_checkpoint(ema.module if ema else model, where, card("ema" if ema else "trained"))
+        if ema:
+            save_checkpoint(model, where.with_name(where.name + "-raw"), card("trained"))
 
     in_workers = model.diffusion if cfg.diffusion_in == "workers" else None
     noise = torch.Generator().manual_seed(cfg.seed * NOISE_SEED_STRIDE + start)
@@ -343,6 +328,8 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
                 t0 = time.time()
                 set_rates(opt, rate_factor(step, cfg.warmup_steps, cfg.decay_steps, cfg.lr_floor))
                 opt.step()
+                if ema:
+                    ema.update(model)
                 window.append((stats, busy + time.time() - t0))
                 progress.update(step=step, images=progress["images"] + stats.images,
                                 hours=hours0 + (time.time() - t_run) / 3600)
@@ -352,7 +339,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
                 now = time.time()
                 out_of_time = cfg.max_minutes > 0 and now - t_run >= cfg.max_minutes * 60
                 if now - last_save >= cfg.save_every_min * 60 or step == cfg.steps or out_of_time:
-                    _save_state(out / STATE, model, opt, cfg, progress, init_card)
+                    _save_state(out / STATE, model, opt, cfg, progress, init_card, ema)
                     save(out / "last")
                     last_save = now
                 if now - last_snap >= cfg.snapshot_every_min * 60:
@@ -365,7 +352,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
                     break
         except KeyboardInterrupt:
             if progress["step"] > start:
-                _save_state(out / STATE, model, opt, cfg, progress, init_card)
+                _save_state(out / STATE, model, opt, cfg, progress, init_card, ema)
                 save(out / "last")
             say(f"interrupted at step {progress['step']}; state saved, the same command resumes")
             raise
@@ -401,6 +388,9 @@ def register(subparsers) -> None:
                         "(0: constant rates); kept by the run, unlike --steps")
     p.add_argument("--lr-floor", type=float, default=d.lr_floor, metavar="F",
                    help="with --decay-steps: the rates' end as a share of their start (default 0)")
+    p.add_argument("--ema-decay", type=float, default=d.ema_decay, metavar="D",
+                   help="checkpoints hold an exponential moving average of the weights (D per step, starting at "
+                        "--init's; the weights themselves go to FOLDER-raw beside each); 0: off")
     p.add_argument("--loss", choices=LOSSES, default=d.loss, help="hinge + MSE, hinge only, or MSE only")
     p.add_argument("--margin", type=float, default=d.margin, help="hinge margin")
     p.add_argument("--clean-weight", type=float, default=d.clean_weight,
@@ -481,6 +471,7 @@ def run(args) -> int:
                      lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
                      lr_patch_head=args.lr_patch_head, weight_decay=args.weight_decay,
                      warmup_steps=args.warmup_steps, decay_steps=args.decay_steps, lr_floor=args.lr_floor,
+                     ema_decay=args.ema_decay,
                      loss=args.loss, margin=args.margin, clean_weight=args.clean_weight, mse_weight=args.mse_weight,
                      local_weight=args.local_weight, revive_vcg=args.revive_vcg, local_skip=args.local_skip,
                      save_every_min=args.save_every_min, max_minutes=args.max_minutes,

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from iqa.checkpoint import load_checkpoint, save_checkpoint
 from iqa.cli import main as cli_main
 from iqa.data.stream import CLEAN, Batch
-from iqa.train_rank import REVIVE_START, RankConfig, RankError, rank_loss, train
+from iqa.revive import REVIVE_START
+from iqa.train_rank import RankConfig, RankError, rank_loss, train
 
 from helpers import tiny_model
 from test_stream import _photos
@@ -124,7 +125,8 @@ def test_a_kill_saves_the_state(setup, tmp_path):
 
 
 def test_local_loss_trains_the_patch_scores_and_revive_restarts_them():
-    from iqa.train_rank import revive_score_head, step_loss
+    from iqa.revive import revive_score_head
+    from iqa.train_rank import step_loss
     model = tiny_model()
     g = model.cfg.vcg.grid
     revive_score_head(model)
@@ -168,7 +170,7 @@ def test_the_trainer_can_make_the_diffusion_states_itself():
 
 
 def test_a_revived_model_saves_and_loads_with_its_sigmoid_head(tmp_path):
-    from iqa.train_rank import revive_score_head
+    from iqa.revive import revive_score_head
     model = tiny_model()
     revive_score_head(model)
     save_checkpoint(model, tmp_path / "m", {"trained": True})
@@ -183,7 +185,7 @@ def test_a_revived_model_saves_and_loads_with_its_sigmoid_head(tmp_path):
 def test_a_local_skip_saves_loads_and_lets_the_patch_scores_see_each_position(tmp_path):
     """With the skip, a patch score depends on its own cell's backbone maps: changing one cell's features
     changes that cell's score most. Saved and loaded, the model gives the same patch scores."""
-    from iqa.train_rank import revive_score_head
+    from iqa.revive import revive_score_head
     model = tiny_model()
     revive_score_head(model, local_skip=8)
     torch.nn.init.normal_(model.vcg.head.score[-2].weight, std=0.5)  # as if trained: outputs depend on inputs
@@ -208,7 +210,7 @@ def test_a_revived_head_stays_out_of_saturation_on_large_tokens(norm):
     """The backbone's tokens reach ~1e3; Adam steps on an unnormalised sigmoid head push the patches to
     exactly 0 or 1 (ties: AUC 0.5). The revived head keeps distinct patch scores inside (0, 1); the same
     MLP without its LayerNorm does not (the check can fail)."""
-    from iqa.train_rank import revived_score_mlp
+    from iqa.revive import revived_score_mlp
     torch.manual_seed(0)
     dim = 384  # the lite VCG's token width
     mlp = revived_score_mlp(dim, dropout=0.1)
@@ -258,3 +260,32 @@ def test_accumulate_counts_every_batch_of_a_step(setup, tmp_path, capsys):
     assert log[-1]["images"] == 12  # 2 batches x 2 series x (clean + 2 levels of 1 kind)
     assert cli_main(_args(photos, init, tmp_path / "none", 1, "--accumulate", "0")) == 2
     assert "--accumulate 0" in capsys.readouterr().err
+
+
+def _trained_params(path, like):
+    """The parameters of the checkpoint at `path` that `like`'s run trains (those that moved from the init)."""
+    state = load_checkpoint(path)[0].state_dict()
+    return {k: state[k] for k in like}
+
+
+def test_ema_checkpoints_hold_the_moving_average_and_resume_it(setup, tmp_path, capsys):
+    """A decay near 1 keeps the checkpoint at the init's weights, also across a resume (the average is
+    saved in the state, not restarted from the resumed weights); near 0 it follows the weights, which go
+    to `last-raw` either way."""
+    photos, init = setup
+    start = load_checkpoint(init)[0].state_dict()
+    slow, fast = tmp_path / "slow", tmp_path / "fast"
+    assert cli_main(_args(photos, init, slow, 1, "--ema-decay", "0.999999")) == 0
+    assert cli_main(_args(photos, init, slow, 2, "--ema-decay", "0.999999")) == 0  # resumed
+    raw = load_checkpoint(slow / "last-raw")[0].state_dict()
+    moved = [k for k in start if start[k].is_floating_point() and not torch.equal(start[k], raw[k])]
+    assert moved and load_checkpoint(slow / "last")[1]["rank_training"]["weights"] == "ema"
+    avg = _trained_params(slow / "last", moved)
+    assert all(torch.allclose(avg[k], start[k], atol=1e-5) for k in moved)
+    assert not all(torch.allclose(raw[k], start[k], atol=1e-5) for k in moved)
+
+    assert cli_main(_args(photos, init, fast, 1, "--ema-decay", "1e-9")) == 0
+    avg, raw = _trained_params(fast / "last", moved), _trained_params(fast / "last-raw", moved)
+    assert all(torch.allclose(avg[k], raw[k], atol=1e-6) for k in moved)
+    assert cli_main(_args(photos, init, tmp_path / "bad", 1, "--ema-decay", "1")) == 2
+    assert "--ema-decay 1.0" in capsys.readouterr().err
