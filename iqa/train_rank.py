@@ -8,7 +8,7 @@ backbone blocks are fine-tuned with BatchNorm statistics frozen (batches are sma
 content per series), the heads with a larger learning rate; the diffusion network stays fixed.
 
 The run lives in `--out`: `state.pt` (saved every `save_every_min`, read with weights_only), `last/`
-(a checkpoint), `snapshots/step-N/` (kept for the learning curve), `log.jsonl`; with `--ema-decay` these
+(a checkpoint), `snapshots/step-N/` (kept for the learning curve), `log.jsonl`; with `--ema` these
 checkpoints hold the weights' moving average and `last-raw/`, `step-N-raw/` the weights themselves. Stopped at any
 moment, the same command resumes it.
 """
@@ -70,7 +70,7 @@ class RankConfig:
     warmup_steps: int = 0  # learning rates ramp up linearly over these steps (a fresh optimiser on trained weights)
     decay_steps: int = 0  # after the warm-up, rates fall along a cosine to lr_floor x base at this step; 0: constant
     lr_floor: float = 0.0  # the decayed rates' end, as a share of each group's base rate
-    ema_decay: float = 0.0  # checkpoints hold a moving average of the weights, this decay per step; 0: the weights
+    ema: float = 0.0  # checkpoints hold a moving average of the weights, this decay per step; 0: the weights
     loss: str = "both"
     margin: float = 0.05
     clean_weight: float = 1.0  # weight of the pairs "clean above a distortion" in the hinge (mild levels: the hard ones)
@@ -109,8 +109,8 @@ class RankConfig:
         if self.decay_steps and (self.decay_steps <= self.warmup_steps or not 0 <= self.lr_floor <= 1):
             raise RankError(f"--decay-steps {self.decay_steps}, --lr-floor {self.lr_floor}: the decay must end after "
                             f"the warm-up (--warmup-steps {self.warmup_steps}) at a floor from 0 to 1")
-        if not 0 <= self.ema_decay < 1:
-            raise RankError(f"--ema-decay {self.ema_decay}: from 0 (off) to below 1")
+        if not 0 <= self.ema < 1:
+            raise RankError(f"--ema {self.ema}: a decay from 0 (off) to below 1, as train-diffusion --ema")
         if self.diffusion_in not in DIFFUSION_IN:
             raise RankError(f"--diffusion-in {self.diffusion_in!r}: choose one of {', '.join(DIFFUSION_IN)}")
 
@@ -298,7 +298,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
     if cfg.channels_last:
         model.to_channels_last()
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay else None  # starts at the init's weights
+    ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema else None  # starts at the init's weights
     progress, init_card = _resume(out, cfg, model, opt, init_card, ema)
     start = progress["step"]
     log = JsonlLog(out / LOG)
@@ -388,7 +388,7 @@ def register(subparsers) -> None:
                         "(0: constant rates); kept by the run, unlike --steps")
     p.add_argument("--lr-floor", type=float, default=d.lr_floor, metavar="F",
                    help="with --decay-steps: the rates' end as a share of their start (default 0)")
-    p.add_argument("--ema-decay", type=float, default=d.ema_decay, metavar="D",
+    p.add_argument("--ema", type=float, default=d.ema, metavar="D",
                    help="checkpoints hold an exponential moving average of the weights (D per step, starting at "
                         "--init's; the weights themselves go to FOLDER-raw beside each); 0: off")
     p.add_argument("--loss", choices=LOSSES, default=d.loss, help="hinge + MSE, hinge only, or MSE only")
@@ -471,7 +471,7 @@ def run(args) -> int:
                      lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
                      lr_patch_head=args.lr_patch_head, weight_decay=args.weight_decay,
                      warmup_steps=args.warmup_steps, decay_steps=args.decay_steps, lr_floor=args.lr_floor,
-                     ema_decay=args.ema_decay,
+                     ema=args.ema,
                      loss=args.loss, margin=args.margin, clean_weight=args.clean_weight, mse_weight=args.mse_weight,
                      local_weight=args.local_weight, revive_vcg=args.revive_vcg, local_skip=args.local_skip,
                      save_every_min=args.save_every_min, max_minutes=args.max_minutes,

@@ -275,8 +275,8 @@ def test_ema_checkpoints_hold_the_moving_average_and_resume_it(setup, tmp_path, 
     photos, init = setup
     start = load_checkpoint(init)[0].state_dict()
     slow, fast = tmp_path / "slow", tmp_path / "fast"
-    assert cli_main(_args(photos, init, slow, 1, "--ema-decay", "0.999999")) == 0
-    assert cli_main(_args(photos, init, slow, 2, "--ema-decay", "0.999999")) == 0  # resumed
+    assert cli_main(_args(photos, init, slow, 1, "--ema", "0.999999")) == 0
+    assert cli_main(_args(photos, init, slow, 2, "--ema", "0.999999")) == 0  # resumed
     raw = load_checkpoint(slow / "last-raw")[0].state_dict()
     moved = [k for k in start if start[k].is_floating_point() and not torch.equal(start[k], raw[k])]
     assert moved and load_checkpoint(slow / "last")[1]["rank_training"]["weights"] == "ema"
@@ -284,8 +284,8 @@ def test_ema_checkpoints_hold_the_moving_average_and_resume_it(setup, tmp_path, 
     assert all(torch.allclose(avg[k], start[k], atol=1e-5) for k in moved)
     assert not all(torch.allclose(raw[k], start[k], atol=1e-5) for k in moved)
 
-    assert cli_main(_args(photos, init, fast, 1, "--ema-decay", "1e-9")) == 0
+    assert cli_main(_args(photos, init, fast, 1, "--ema", "1e-9")) == 0
     avg, raw = _trained_params(fast / "last", moved), _trained_params(fast / "last-raw", moved)
     assert all(torch.allclose(avg[k], raw[k], atol=1e-6) for k in moved)
-    assert cli_main(_args(photos, init, tmp_path / "bad", 1, "--ema-decay", "1")) == 2
-    assert "--ema-decay 1.0" in capsys.readouterr().err
+    assert cli_main(_args(photos, init, tmp_path / "bad", 1, "--ema", "1")) == 2
+    assert "--ema 1.0: a decay" in capsys.readouterr().err
