@@ -9,8 +9,8 @@ content per series), the heads with a larger learning rate; the diffusion networ
 
 The run lives in `--out`: `state.pt` (saved every `save_every_min`, read with weights_only), `last/`
 (a checkpoint), `snapshots/step-N/` (kept for the learning curve), `log.jsonl`; with `--ema` these
-checkpoints hold the weights' moving average and `last-raw/`, `step-N-raw/` the weights themselves. Stopped at any
-moment, the same command resumes it.
+checkpoints hold the weights' moving average and `last-raw/`, `step-N-raw/` the weights themselves.
+Stopped at any moment, the same command resumes it.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from timm.utils import ModelEmaV3
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 
 from iqa.assess import resolve_device
 from iqa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -252,9 +252,9 @@ def _save_state(path: Path, model: DiffV2IQA, opt: torch.optim.Optimizer, cfg: R
 
 def _resume(out: Path, cfg: RankConfig, model: DiffV2IQA, opt: torch.optim.Optimizer,
             init_card: dict, ema: ModelEmaV3 | None) -> tuple[dict, dict]:
-    """Load `out/state.pt` into model, optimiser and moving average; the saved progress (step, images, hours) and the
-    card of the checkpoint the run started from (the init folder may have been rewritten since, e.g.
-    by bundling this run), or zeros and `init_card`."""
+    """Load `out/state.pt` into model, optimiser and moving average; the saved progress (step, images,
+    hours) and the card of the checkpoint the run started from (the init folder may have been rewritten
+    since, e.g. by bundling this run), or zeros and `init_card`."""
     state = load_state(out)
     if state is None:
         return {"step": 0, "images": 0, "hours": 0.0}, init_card
@@ -313,8 +313,8 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
     def save(where: Path) -> None:
         """The checkpoint at `where` (the moving average when there is one; the weights then beside it, `-raw`)."""
         card = partial(_card, cfg, init_card, progress["step"], progress["hours"], progress["images"])
-        save_checkpoint(ema.module if ema else model, where, card("ema" if ema else "trained"))
-        if ema:
+        save_checkpoint(model if ema is None else ema.module, where, card("trained" if ema is None else "ema"))
+        if ema is not None:
             save_checkpoint(model, where.with_name(where.name + "-raw"), card("trained"))
 
     in_workers = model.diffusion if cfg.diffusion_in == "workers" else None
@@ -328,7 +328,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
                 t0 = time.time()
                 set_rates(opt, rate_factor(step, cfg.warmup_steps, cfg.decay_steps, cfg.lr_floor))
                 opt.step()
-                if ema:
+                if ema is not None:
                     ema.update(model)
                 window.append((stats, busy + time.time() - t0))
                 progress.update(step=step, images=progress["images"] + stats.images,
