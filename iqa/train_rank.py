@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timm.utils import ModelEmaV3
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from iqa.assess import resolve_device
 from iqa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -209,6 +209,14 @@ def accumulate_gradients(model: DiffV2IQA, stream: SeriesStream, cfg: RankConfig
     return StepStats.mean(parts), busy
 
 
+def moving_average(model: DiffV2IQA, decay: float) -> AveragedModel:
+    """An exponential moving average of `model`'s weights and buffers (as `train-diffusion --ema`), which
+    starts at their present values, the init's: avg <- decay * avg + (1 - decay) * weights after each step."""
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    ema.update_parameters(model)  # the first update copies; later ones average
+    return ema
+
+
 def load_model(cfg: RankConfig) -> tuple[DiffV2IQA, dict]:
     """The model to train (from `cfg.init`; without its diffusion network for the no-diffusion
     ablation) and the init checkpoint's card."""
@@ -244,14 +252,14 @@ def _card(cfg: RankConfig, init_card: dict, step: int, hours: float, images: int
 
 
 def _save_state(path: Path, model: DiffV2IQA, opt: torch.optim.Optimizer, cfg: RankConfig, progress: dict,
-                init_card: dict, ema: ModelEmaV3 | None) -> None:
-    extra = {"ema": ema.module.state_dict()} if ema is not None else {}
+                init_card: dict, ema: AveragedModel | None) -> None:
+    extra = {"ema": ema.state_dict()} if ema is not None else {}
     atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": json.dumps(cfg.to_dict()),
                  "progress": json.dumps(progress), "init_card": json.dumps(init_card), **extra}, path)
 
 
 def _resume(out: Path, cfg: RankConfig, model: DiffV2IQA, opt: torch.optim.Optimizer,
-            init_card: dict, ema: ModelEmaV3 | None) -> tuple[dict, dict]:
+            init_card: dict, ema: AveragedModel | None) -> tuple[dict, dict]:
     """Load `out/state.pt` into model, optimiser and moving average; the saved progress (step, images,
     hours) and the card of the checkpoint the run started from (the init folder may have been rewritten
     since, e.g. by bundling this run), or zeros and `init_card`."""
@@ -266,7 +274,7 @@ def _resume(out: Path, cfg: RankConfig, model: DiffV2IQA, opt: torch.optim.Optim
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     if ema is not None:
-        ema.module.load_state_dict(state["ema"])
+        ema.load_state_dict(state["ema"])
     return json.loads(state["progress"]), json.loads(state["init_card"]) if "init_card" in state else init_card
 
 
@@ -298,7 +306,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
     if cfg.channels_last:
         model.to_channels_last()
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema else None  # starts at the init's weights
+    ema = moving_average(model, cfg.ema) if cfg.ema else None
     progress, init_card = _resume(out, cfg, model, opt, init_card, ema)
     start = progress["step"]
     log = JsonlLog(out / LOG)
@@ -329,7 +337,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
                 set_rates(opt, rate_factor(step, cfg.warmup_steps, cfg.decay_steps, cfg.lr_floor))
                 opt.step()
                 if ema is not None:
-                    ema.update(model)
+                    ema.update_parameters(model)
                 window.append((stats, busy + time.time() - t0))
                 progress.update(step=step, images=progress["images"] + stats.images,
                                 hours=hours0 + (time.time() - t_run) / 3600)
