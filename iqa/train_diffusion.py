@@ -31,7 +31,7 @@ from iqa.data.datasets import FORMATS, Record, load_dataset
 from iqa.data.splits import load_splits
 from iqa.images import load_image
 from iqa.model import DiffV2IQA
-from iqa.training import JsonlLog, atomic_save, autocast, init_distributed, load_state, seed_everything
+from iqa.training import JsonlLog, atomic_save, autocast, init_distributed, load_state, moving_average, seed_everything
 
 VAL_CROP = 128  # side of the centre crops the restoration is measured on
 
@@ -249,11 +249,7 @@ class _Training:
         opt = torch.optim.Adam(diffusion.parameters(), lr=opts.lr)
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=opts.steps) if opts.lr_schedule == "cosine"
                  else torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0))
-        ema = None
-        if opts.ema > 0:
-            ema = torch.optim.swa_utils.AveragedModel(
-                diffusion, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(opts.ema), use_buffers=True)
-        return cls(diffusion, opt, sched, ema)
+        return cls(diffusion, opt, sched, moving_average(diffusion, opts.ema) if opts.ema > 0 else None)
 
     def state(self) -> dict:
         s = {"diffusion": self.diffusion.state_dict(), "optimizer": self.opt.state_dict(),

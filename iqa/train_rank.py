@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from iqa.assess import resolve_device
 from iqa.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -35,7 +35,7 @@ from iqa.data.stream import CLEAN, Batch, SeriesStream, StreamConfig, diffusion_
 from iqa.model import DiffV2IQA
 from iqa.rank_optim import freeze_norms, prepare, rate_factor, set_rates
 from iqa.revive import revive_score_head
-from iqa.training import JsonlLog, atomic_save, load_state, seed_everything
+from iqa.training import JsonlLog, atomic_save, load_state, moving_average, seed_everything
 
 STATE = "state.pt"
 LOG = "log.jsonl"
@@ -209,14 +209,6 @@ def accumulate_gradients(model: DiffV2IQA, stream: SeriesStream, cfg: RankConfig
     return StepStats.mean(parts), busy
 
 
-def moving_average(model: DiffV2IQA, decay: float) -> AveragedModel:
-    """An exponential moving average of `model`'s weights and buffers (as `train-diffusion --ema`), which
-    starts at their present values, the init's: avg <- decay * avg + (1 - decay) * weights after each step."""
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-    ema.update_parameters(model)  # the first update copies; later ones average
-    return ema
-
-
 def load_model(cfg: RankConfig) -> tuple[DiffV2IQA, dict]:
     """The model to train (from `cfg.init`; without its diffusion network for the no-diffusion
     ablation) and the init checkpoint's card."""
@@ -307,6 +299,8 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
         model.to_channels_last()
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     ema = moving_average(model, cfg.ema) if cfg.ema else None
+    if ema is not None:
+        ema.update_parameters(model)  # the average starts at the init's weights (a resume loads its own)
     progress, init_card = _resume(out, cfg, model, opt, init_card, ema)
     start = progress["step"]
     log = JsonlLog(out / LOG)

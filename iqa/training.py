@@ -58,6 +58,13 @@ def load_state(run_dir: str | Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
 
 
+def moving_average(module: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of `module`'s weights and buffers (`--ema` of the trainers): its first
+    `update_parameters` copies them, each later one does avg <- decay * avg + (1 - decay) * weights."""
+    return torch.optim.swa_utils.AveragedModel(
+        module, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -263,7 +263,7 @@ def test_accumulate_counts_every_batch_of_a_step(setup, tmp_path, capsys):
 
 
 def _trained_params(path, like):
-    """The parameters of the checkpoint at `path` that `like`'s run trains (those that moved from the init)."""
+    """The checkpoint's tensors of the names in `like`."""
     state = load_checkpoint(path)[0].state_dict()
     return {k: state[k] for k in like}
 
