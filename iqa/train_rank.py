@@ -91,7 +91,8 @@ class RankConfig:
     def __post_init__(self):
         if isinstance(self.stream, dict):
             s = dict(self.stream)
-            for key in ("scale", "kinds", "base_blur", "base_contrast", "base_noise", "base_jpeg"):
+            for key in ("scale", "kinds", "base_blur", "base_contrast", "base_noise", "base_jpeg", "gamma",
+                        "saturation"):
                 if key in s:
                     s[key] = tuple(s[key])
             self.stream = StreamConfig(**s)
@@ -440,6 +441,11 @@ def _add_stream_options(p: argparse.ArgumentParser, s: StreamConfig) -> None:
                    help="range of the Gaussian sigma (px) that softens a base")
     p.add_argument("--base-contrast", type=float, nargs=2, default=s.base_contrast, metavar=("LOW", "HIGH"),
                    help="range of the contrast gain (toward the mean) of a base")
+    p.add_argument("--retone-share", type=float, default=s.retone_share,
+                   help="chance that a series' photo is first re-toned (gamma, saturation): a new clean crop and reference")
+    p.add_argument("--gamma", type=float, nargs=2, default=s.gamma, metavar=("LOW", "HIGH"), help="range of a re-toning gamma")
+    p.add_argument("--saturation", type=float, nargs=2, default=s.saturation, metavar=("LOW", "HIGH"),
+                   help="range of a re-toning saturation factor")
     p.add_argument("--plain-share", type=float, default=None,
                    help="chance that a drawn kind is one of the six plain kinds (default: all kinds evenly)")
     p.add_argument("--kinds-per-series", type=int, default=s.kinds_per_series, help="kinds in each series")
@@ -465,6 +471,7 @@ def run(args) -> int:
                           base_share=args.base_share, base_blur=tuple(args.base_blur),
                           base_contrast=tuple(args.base_contrast), base_grain_share=args.base_grain_share,
                           base_noise=tuple(args.base_noise), base_jpeg=tuple(args.base_jpeg),
+                          retone_share=args.retone_share, gamma=tuple(args.gamma), saturation=tuple(args.saturation),
                           levels_per_kind=args.levels_per_kind, buffer=args.buffer, workers=args.workers,
                           seed=args.seed)
     cfg = RankConfig(init=args.init, no_diffusion=args.no_diffusion, steps=args.steps,

@@ -154,3 +154,20 @@ def test_grain_base_is_noisier_and_keeps_denoise_out():
         StreamConfig(base_jpeg=(95, 200))
     with pytest.raises(ValueError, match="base grain share"):
         StreamConfig(base_grain_share=-1)
+
+
+def test_retoned_photo_is_the_series_clean_crop_and_its_reference():
+    kinds = ("blur", "noise")
+    cfg = StreamConfig(crop=64, kinds=kinds, kinds_per_series=2, levels_per_kind=2, retone_share=1.0,
+                       gamma=(1.6, 1.6), saturation=(0.3, 0.3), flip=False)
+    plain = StreamConfig(crop=64, kinds=kinds, kinds_per_series=2, levels_per_kind=2, flip=False)
+    s, ref = make_series(photo(200, 150), cfg, np.random.default_rng(3)), make_series(photo(200, 150), plain,
+                                                                                      np.random.default_rng(3))
+    darker, duller = s.states[0, 0].astype(float), ref.states[0, 0].astype(float)
+    assert darker.mean() < duller.mean() - 10  # gamma 1.6 darkens
+    assert darker.std(axis=0).mean() < duller.std(axis=0).mean()  # channels closer together: less colour
+    assert s.mos[0] > 0.99 and np.all(s.mos[1:] < s.mos[0])  # a pristine reference of its own
+    with pytest.raises(ValueError, match="gamma"):
+        StreamConfig(gamma=(0.0, 1.2))
+    with pytest.raises(ValueError, match="retone share"):
+        StreamConfig(retone_share=1.5)

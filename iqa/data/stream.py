@@ -36,6 +36,7 @@ MIN_CROP = 48  # the pseudo-MOS metrics (VIF) need at least 41 px
 REGION_SIDE = (0.25, 0.75)  # side of a damaged region, as a share of the crop side
 SSIM_SIGMA = 1.5  # Gaussian window of the local SSIM map (Wang et al. 2004)
 MAX_LOCAL_GAIN = 4.0  # beyond this stretch of the SSIM map onto the pseudo-MOS, the local target is flat
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 grey, the axis of saturation
 BASE_UNSAFE_KINDS = {"soft": ("high_sharpen", "contrast_change"), "grain": ("denoise",)}  # may undo the base
 
 
@@ -58,7 +59,11 @@ class StreamConfig:
     of a sigma in `base_blur` px, contrast pulled toward the mean by a gain in `base_contrast`) or, with
     chance `base_grain_share`, "grain" (white noise of a sigma in `base_noise` 8-bit levels, then JPEG at
     a quality in `base_jpeg`: a camera's grain and compression). Kinds that could undo a base
-    (`BASE_UNSAFE_KINDS`) are not drawn for its series."""
+    (`BASE_UNSAFE_KINDS`) are not drawn for its series.
+    `retone_share`: the chance that a series' photo is first re-toned (`retone`: a gamma drawn
+    log-uniformly from `gamma`, > 1 darker; colour saturation scaled by a factor from `saturation`); the
+    re-toned crop is then the series' clean crop *and* its pseudo-MOS reference, a different but still
+    pristine photo: more exposures and colours than the 30 training photos hold."""
 
     photos: str = ""
     part: str = "train"
@@ -79,6 +84,9 @@ class StreamConfig:
     base_grain_share: float = 0.0
     base_noise: tuple[float, float] = (1.0, 4.0)
     base_jpeg: tuple[int, int] = (70, 95)
+    retone_share: float = 0.0
+    gamma: tuple[float, float] = (0.7, 1.5)
+    saturation: tuple[float, float] = (0.5, 1.3)
     buffer: int = 48
     workers: int = 1
     seed: int = 0
@@ -93,7 +101,7 @@ class StreamConfig:
             raise ValueError(f"region share {self.region_share}: must be between 0 and 1")
         if self.plain_share is not None and not 0 <= self.plain_share <= 1:
             raise ValueError(f"plain share {self.plain_share}: must be between 0 and 1")
-        for name in ("base_share", "base_grain_share"):
+        for name in ("base_share", "base_grain_share", "retone_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name.replace('_', ' ')} {getattr(self, name)}: must be between 0 and 1")
         if not 0 <= self.base_noise[0] <= self.base_noise[1] or not 1 <= self.base_jpeg[0] <= self.base_jpeg[1] <= 100:
@@ -102,6 +110,9 @@ class StreamConfig:
         if not 0 <= self.base_blur[0] <= self.base_blur[1] or not 0 < self.base_contrast[0] <= self.base_contrast[1] <= 1:
             raise ValueError(f"base blur {self.base_blur} must be 0 <= low <= high px and base contrast "
                              f"{self.base_contrast} 0 < low <= high <= 1")
+        if not 0 < self.gamma[0] <= self.gamma[1] or not 0 <= self.saturation[0] <= self.saturation[1]:
+            raise ValueError(f"gamma {self.gamma} must be 0 < low <= high and saturation {self.saturation} "
+                             f"0 <= low <= high")
 
     def kind_names(self) -> list[str]:
         names = list(self.kinds) or list(all_kinds())
@@ -218,6 +229,15 @@ def degrade_base(window: np.ndarray, base: str, cfg: StreamConfig, rng: np.rando
     return jpeg(grainy, int(rng.integers(cfg.base_jpeg[0], cfg.base_jpeg[1] + 1)), rng)
 
 
+def retone(window: np.ndarray, cfg: StreamConfig, rng: np.random.Generator) -> np.ndarray:
+    """An RGB uint8 window under another gamma and colour saturation (see `StreamConfig.retone_share`)."""
+    gamma = float(np.exp(rng.uniform(*np.log(cfg.gamma))))
+    x = (window.astype(np.float32) / 255) ** gamma
+    grey = x @ LUMA[:, None]
+    x = grey + rng.uniform(*cfg.saturation) * (x - grey)
+    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+
+
 def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, name: str = "") -> Series:
     """One series (states of x only) from an RGB uint8 photo; see the module docstring."""
     kinds = all_kinds()
@@ -225,6 +245,8 @@ def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, 
     window = _scaled_window(photo, cfg.crop, cfg.scale, rng)
     if cfg.flip and rng.random() < 0.5:
         window = np.ascontiguousarray(window[:, ::-1])
+    if cfg.retone_share > 0 and rng.random() < cfg.retone_share:
+        window = retone(window, cfg, rng)
     m, c = DISTORT_MARGIN, cfg.crop
     reference = window[m:m + c, m:m + c]
     base = None
