@@ -163,9 +163,9 @@ def test_retoned_photo_is_the_series_clean_crop_and_its_reference():
     plain = StreamConfig(crop=64, kinds=kinds, kinds_per_series=2, levels_per_kind=2, flip=False)
     s, ref = make_series(photo(200, 150), cfg, np.random.default_rng(3)), make_series(photo(200, 150), plain,
                                                                                       np.random.default_rng(3))
-    darker, duller = s.states[0, 0].astype(float), ref.states[0, 0].astype(float)
-    assert darker.mean() < duller.mean() - 10  # gamma 1.6 darkens
-    assert darker.std(axis=0).mean() < duller.std(axis=0).mean()  # channels closer together: less colour
+    retoned, untouched = s.states[0, 0].astype(float), ref.states[0, 0].astype(float)  # (3, H, W)
+    assert retoned.mean() < untouched.mean() - 10  # gamma 1.6 darkens
+    assert retoned.std(axis=0).mean() < untouched.std(axis=0).mean()  # channels closer together: less colour
     assert s.mos[0] > 0.99 and np.all(s.mos[1:] < s.mos[0])  # a pristine reference of its own
     with pytest.raises(ValueError, match="gamma"):
         StreamConfig(gamma=(0.0, 1.2))
