@@ -464,7 +464,8 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run(args) -> int:
+def _config(args) -> RankConfig:
+    """The run's `RankConfig` from the parsed options (ValueError naming the setting if one is out of range)."""
     stream = StreamConfig(photos=args.photos, part=args.part, ratios=args.ratios, split_seed=args.split_seed,
                           crop=args.crop, kinds=tuple(args.kinds), kinds_per_series=args.kinds_per_series,
                           plain_share=args.plain_share, region_share=args.region_share,
@@ -474,22 +475,24 @@ def run(args) -> int:
                           retone_share=args.retone_share, gamma=tuple(args.gamma), saturation=tuple(args.saturation),
                           levels_per_kind=args.levels_per_kind, buffer=args.buffer, workers=args.workers,
                           seed=args.seed)
-    cfg = RankConfig(init=args.init, no_diffusion=args.no_diffusion, steps=args.steps,
-                     series_per_batch=args.series_per_batch, accumulate=args.accumulate,
-                     free_from_block=None if args.free_from_block < 0 else args.free_from_block,
-                     lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
-                     lr_patch_head=args.lr_patch_head, weight_decay=args.weight_decay,
-                     warmup_steps=args.warmup_steps, decay_steps=args.decay_steps, lr_floor=args.lr_floor,
-                     ema=args.ema,
-                     loss=args.loss, margin=args.margin, clean_weight=args.clean_weight, mse_weight=args.mse_weight,
-                     local_weight=args.local_weight, revive_vcg=args.revive_vcg, local_skip=args.local_skip,
-                     save_every_min=args.save_every_min, max_minutes=args.max_minutes,
-                     snapshot_every_min=args.snapshot_every_min,
-                     threads=args.threads, diffusion_in=args.diffusion_in, channels_last=args.channels_last,
-                     device=args.device, seed=args.seed, stream=stream)
+    return RankConfig(init=args.init, no_diffusion=args.no_diffusion, steps=args.steps,
+                      series_per_batch=args.series_per_batch, accumulate=args.accumulate,
+                      free_from_block=None if args.free_from_block < 0 else args.free_from_block,
+                      lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
+                      lr_patch_head=args.lr_patch_head, weight_decay=args.weight_decay,
+                      warmup_steps=args.warmup_steps, decay_steps=args.decay_steps, lr_floor=args.lr_floor, ema=args.ema,
+                      loss=args.loss, margin=args.margin, clean_weight=args.clean_weight, mse_weight=args.mse_weight,
+                      local_weight=args.local_weight, revive_vcg=args.revive_vcg, local_skip=args.local_skip,
+                      save_every_min=args.save_every_min, max_minutes=args.max_minutes,
+                      snapshot_every_min=args.snapshot_every_min,
+                      threads=args.threads, diffusion_in=args.diffusion_in, channels_last=args.channels_last,
+                      device=args.device, seed=args.seed, stream=stream)
+
+
+def run(args) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # a kill saves the state like Ctrl-C
     try:
-        train(cfg, args.out)
+        train(_config(args), args.out)
     except (ValueError, OSError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

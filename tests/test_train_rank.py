@@ -61,6 +61,12 @@ def test_bad_weights_and_schedules_are_refused_before_anything_loads(tmp_path):
         train(RankConfig(init=str(tmp_path / "missing"), decay_steps=10, lr_floor=2.0), tmp_path / "out")
 
 
+def test_a_stream_option_out_of_range_is_an_error_message_not_a_traceback(tmp_path, capsys):
+    assert cli_main(_args(tmp_path, tmp_path / "missing", tmp_path / "out", 1, "--gamma", "0", "1")) == 2
+    assert "gamma (0.0, 1.0) must be 0 < low" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_train_writes_checkpoint_resumes_and_keeps_frozen_parts(setup, tmp_path, capsys):
     import shutil
     photos, shared_init = setup
