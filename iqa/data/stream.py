@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from iqa.data.distortions import _f32, _u8
 from iqa.data.plain import PLAIN_KINDS, all_kinds, blur, contrast, jpeg, noise
 from iqa.data.splits import split_groups
 from iqa.data.pseudo_mos import pseudo_mos
@@ -232,10 +233,9 @@ def degrade_base(window: np.ndarray, base: str, cfg: StreamConfig, rng: np.rando
 def retone(window: np.ndarray, cfg: StreamConfig, rng: np.random.Generator) -> np.ndarray:
     """An RGB uint8 window under another gamma and colour saturation (see `StreamConfig.retone_share`)."""
     gamma = float(np.exp(rng.uniform(*np.log(cfg.gamma))))
-    x = (window.astype(np.float32) / 255) ** gamma
+    x = _f32(window) ** gamma
     grey = x @ LUMA[:, None]
-    x = grey + rng.uniform(*cfg.saturation) * (x - grey)
-    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+    return _u8(grey + rng.uniform(*cfg.saturation) * (x - grey))
 
 
 def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, name: str = "") -> Series:
