@@ -88,21 +88,23 @@ def _check_image(image: np.ndarray) -> None:
 
 # ---------------------------------------------------------------- helpers
 
-def _f32(image: np.ndarray) -> np.ndarray:
+def to_float(image: np.ndarray) -> np.ndarray:
+    """uint8 image -> float32 in [0, 1]."""
     return image.astype(np.float32) / 255.0
 
 
-def _u8(x: np.ndarray) -> np.ndarray:
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] -> uint8, rounded and clipped."""
     return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
 
 
 def _to_lab(image: np.ndarray) -> np.ndarray:
     """uint8 RGB -> float32 CIELAB (L in 0..100)."""
-    return cv2.cvtColor(_f32(image), cv2.COLOR_RGB2Lab)
+    return cv2.cvtColor(to_float(image), cv2.COLOR_RGB2Lab)
 
 
 def _from_lab(lab: np.ndarray) -> np.ndarray:
-    return _u8(cv2.cvtColor(lab.astype(np.float32), cv2.COLOR_Lab2RGB))
+    return to_uint8(cv2.cvtColor(lab.astype(np.float32), cv2.COLOR_Lab2RGB))
 
 
 def _area_scale(image: np.ndarray) -> float:
@@ -188,7 +190,7 @@ def colour_shift(image: np.ndarray, shift: float, rng: np.random.Generator) -> n
     shift. Fringes widen and spread with the level; a pure translation stops hurting the FR labels
     once it exceeds the edge width (~6 px), which left levels 3-5 in arbitrary order.
     """
-    x = _f32(image)
+    x = to_float(image)
     grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
     gy, gx = np.gradient(grey)
     edges = cv2.GaussianBlur(np.hypot(gx, gy), (0, 0), sigmaX=COLOUR_SHIFT_EDGE_SIGMA)
@@ -204,7 +206,7 @@ def colour_shift(image: np.ndarray, shift: float, rng: np.random.Generator) -> n
     ch = x[..., COLOUR_SHIFT_CHANNEL]
     moved = _filter(ch, _supersampled_kernel(shift + 0.5, on_segment))
     x[..., COLOUR_SHIFT_CHANNEL] = weight * moved + (1.0 - weight) * ch
-    return _u8(x)
+    return to_uint8(x)
 
 
 def colour_quantization(image: np.ndarray, colours: float, rng: np.random.Generator) -> np.ndarray:
@@ -220,9 +222,9 @@ def colour_saturation_hsv(image: np.ndarray, factor: float, rng: np.random.Gener
     For fixed hue and value each RGB channel is V * (1 - S * k), linear in S, so scaling S is
     the blend V + factor * (RGB - V) with V = max(R, G, B): exact, without a colour-space round trip.
     """
-    x = _f32(image)
+    x = to_float(image)
     v = x.max(axis=2, keepdims=True)
-    return _u8(v + factor * (x - v))
+    return to_uint8(v + factor * (x - v))
 
 
 def colour_saturation_lab(image: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
@@ -250,15 +252,15 @@ def jpeg(image: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndar
 def white_noise(image: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
     """Additive Gaussian noise of `variance` (image in [0, 1]), independent per RGB channel."""
     z = rng.standard_normal(image.shape, dtype=np.float32)
-    return _u8(_f32(image) + math.sqrt(variance) * z)
+    return to_uint8(to_float(image) + math.sqrt(variance) * z)
 
 
 def white_noise_colour(image: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
     """Gaussian noise of `variance` (in [0, 1] units) on the Cb and Cr components of YCbCr only."""
-    ycc = cv2.cvtColor(_f32(image), cv2.COLOR_RGB2YCrCb)
+    ycc = cv2.cvtColor(to_float(image), cv2.COLOR_RGB2YCrCb)
     z = rng.standard_normal(ycc.shape[:2] + (2,), dtype=np.float32)
     ycc[..., 1:] += math.sqrt(variance) * z
-    return _u8(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB))
+    return to_uint8(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB))
 
 
 def impulse_noise(image: np.ndarray, density: float, rng: np.random.Generator) -> np.ndarray:
@@ -278,9 +280,9 @@ def impulse_noise(image: np.ndarray, density: float, rng: np.random.Generator) -
 
 def multiplicative_noise(image: np.ndarray, variance: float, rng: np.random.Generator) -> np.ndarray:
     """Speckle noise x + x * n with n Gaussian of `variance`."""
-    x = _f32(image)
+    x = to_float(image)
     z = rng.standard_normal(image.shape, dtype=np.float32)
-    return _u8(x + x * math.sqrt(variance) * z)
+    return to_uint8(x + x * math.sqrt(variance) * z)
 
 
 def denoise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -299,17 +301,17 @@ def denoise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
 
 def brighten(image: np.ndarray, bend: float, rng: np.random.Generator) -> np.ndarray:
     """Concave tone curve on each RGB channel (mid-grey goes to 0.5 + `bend` / 2)."""
-    return _u8(_tone_curve(_f32(image), bend))
+    return to_uint8(_tone_curve(to_float(image), bend))
 
 
 def darken(image: np.ndarray, bend: float, rng: np.random.Generator) -> np.ndarray:
     """Convex tone curve on each RGB channel (mid-grey goes to 0.5 - `bend` / 2)."""
-    return _u8(_tone_curve(_f32(image), -bend))
+    return to_uint8(_tone_curve(to_float(image), -bend))
 
 
 def mean_shift(image: np.ndarray, shift: float, rng: np.random.Generator) -> np.ndarray:
     """Constant `shift` (image in [0, 1]) added to every channel, up or down at random; clipped."""
-    return _u8(_f32(image) + _random_direction(rng) * shift)
+    return to_uint8(to_float(image) + _random_direction(rng) * shift)
 
 
 # ---------------------------------------------------------------- spatial
@@ -347,7 +349,7 @@ def pixelate(image: np.ndarray, scale: float, rng: np.random.Generator) -> np.nd
 def quantization(image: np.ndarray, steps: float, rng: np.random.Generator) -> np.ndarray:
     """Each channel quantised to `steps` equally spaced grey levels (banding, false contours)."""
     n = int(steps) - 1
-    return _u8(np.rint(_f32(image) * n) / n)
+    return to_uint8(np.rint(to_float(image) * n) / n)
 
 
 def colour_block(image: np.ndarray, count: float, rng: np.random.Generator) -> np.ndarray:
@@ -374,10 +376,10 @@ def high_sharpen(image: np.ndarray, amount: float, rng: np.random.Generator) -> 
 
 def contrast_change(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
     """Linear contrast about the mean grey: gain 1 + `amount` (up) or 1 - `amount` (down), at random."""
-    x = _f32(image)
+    x = to_float(image)
     mean = float(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).mean())
     gain = 1.0 + _random_direction(rng) * amount
-    return _u8(mean + gain * (x - mean))
+    return to_uint8(mean + gain * (x - mean))
 
 
 # ---------------------------------------------------------------- registry

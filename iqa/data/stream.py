@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from iqa.data.distortions import _f32, _u8
+from iqa.data.distortions import to_float, to_uint8
 from iqa.data.plain import PLAIN_KINDS, all_kinds, blur, contrast, jpeg, noise
 from iqa.data.splits import split_groups
 from iqa.data.pseudo_mos import pseudo_mos
@@ -233,9 +233,9 @@ def degrade_base(window: np.ndarray, base: str, cfg: StreamConfig, rng: np.rando
 def retone(window: np.ndarray, cfg: StreamConfig, rng: np.random.Generator) -> np.ndarray:
     """An RGB uint8 window under another gamma and colour saturation (see `StreamConfig.retone_share`)."""
     gamma = float(np.exp(rng.uniform(*np.log(cfg.gamma))))
-    x = _f32(window) ** gamma
+    x = to_float(window) ** gamma
     grey = x @ LUMA[:, None]
-    return _u8(grey + rng.uniform(*cfg.saturation) * (x - grey))
+    return to_uint8(grey + rng.uniform(*cfg.saturation) * (x - grey))
 
 
 def make_series(photo: np.ndarray, cfg: StreamConfig, rng: np.random.Generator, name: str = "") -> Series:
