@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "iqa.train_rank",
     "iqa.levels",
     "iqa.localise",
+    "iqa.partial",
     "iqa.report",
     "iqa.bundle",
 ]

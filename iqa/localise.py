@@ -37,8 +37,8 @@ BASELINE_WINDOW = 64  # px side of the BRISQUE window around a cell (BRISQUE nee
 GATE_AUC = 0.80
 
 
-def damage(image: np.ndarray, kind: str, side: str, seed: int = 0) -> np.ndarray:
-    """`image` (H, W, 3) uint8 with its `side` half damaged by `kind` (one of DAMAGES)."""
+def damaged(image: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
+    """`image` (H, W, 3) uint8 damaged all over by `kind` (one of DAMAGES)."""
     if kind == "blur+noise":
         out = cv2.GaussianBlur(image, (0, 0), BLUR_SIGMA).astype(np.float32)
         out += np.random.default_rng(seed).standard_normal(image.shape, dtype=np.float32) * NOISE_SIGMA
@@ -48,6 +48,12 @@ def damage(image: np.ndarray, kind: str, side: str, seed: int = 0) -> np.ndarray
         bad = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
     else:
         raise ValueError(f"unknown damage {kind!r}; choose one of {', '.join(DAMAGES)}")
+    return bad
+
+
+def damage(image: np.ndarray, kind: str, side: str, seed: int = 0) -> np.ndarray:
+    """`image` (H, W, 3) uint8 with its `side` half damaged by `kind` (one of DAMAGES)."""
+    bad = damaged(image, kind, seed)
     half = image.shape[1] // 2
     out = image.copy()
     cols = slice(half, None) if side == "right" else slice(0, half)
