@@ -17,7 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from iqa.assess import DEFAULT_CHECKPOINT as DEFAULT_CHECKPOINT_PATH
-from iqa.assess import Assessor, load
+from iqa.assess import DEFAULT_CROPS, Assessor, load
 from iqa.images import ImageError
 from iqa.score import add_diffusion_scale_option, add_fold_batchnorm_option, collect_images, parse_bf16
 
@@ -97,7 +97,7 @@ def _times(fn, repeats: int) -> list[float]:
     return out
 
 
-def run_benchmark(assessor: Assessor, size=DEFAULT_SIZE, crops: int = 3, steps: int | None = None,
+def run_benchmark(assessor: Assessor, size=DEFAULT_SIZE, crops: int = DEFAULT_CROPS, steps: int | None = None,
                   warmup: bool = True, repeats: int = DEFAULT_REPEATS) -> BenchmarkResult:
     """Time `repeats` assessments of one photo (each with its own seed, so none is served from the
     assessor's memory), then the same image once more (served from it), and BRISQUE on the image."""
@@ -167,7 +167,7 @@ class FolderResult:
         return self.images / self.seconds if self.seconds else 0.0
 
 
-def run_folder(assessor: Assessor, folder: str | Path, crops: int = 3, steps: int | None = None) -> FolderResult:
+def run_folder(assessor: Assessor, folder: str | Path, crops: int = DEFAULT_CROPS, steps: int | None = None) -> FolderResult:
     """Assess every image of a folder (as `python -m iqa score` finds them) and time the whole."""
     paths = collect_images([Path(folder)]).files
     if not paths:
@@ -191,7 +191,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, help="paper, lite or tiny (untrained heads: timing only)")
     p.add_argument("--checkpoint", default=None, help="a checkpoint instead of a preset")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--crops", type=int, default=3, help="crops per image (default 3)")
+    p.add_argument("--crops", type=int, default=DEFAULT_CROPS,
+                   help="crops per image (0: tile the whole image, the assessor's default)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's)")
     p.add_argument("--size", default="512x384", help="image size WxH (default 512x384)")
     p.add_argument("--allow-random-backbone", action="store_true",

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 from scipy.stats import spearmanr
 
-from iqa.assess import RESTORE_ON
+from iqa.assess import DEFAULT_CROPS, RESTORE_ON
 from iqa.data.distortions import KINDS
 from iqa.data.plain import PLAIN_KINDS, all_kinds
 from iqa.data.stream import StreamConfig, training_photos
@@ -295,7 +295,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-peers", action="store_true", help="leave out BRISQUE and NIQE")
     p.add_argument("--no-labels", action="store_true",
                    help="leave out the full-reference pseudo-MOS (it defines the monotone KADID kinds)")
-    p.add_argument("--crops", type=int, default=3, help="crops per image for the checkpoints")
+    p.add_argument("--crops", type=int, default=DEFAULT_CROPS,
+                   help="crops per image for the checkpoints (0: tile the whole image, as assess does by default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the distortions' realisations")
     p.add_argument("--noise-seed", type=int, default=0,
                    help="the checkpoints' diffusion noise seed (assess --seed); other values show how much the "

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from iqa.assess import DEFAULT_CROPS
 from iqa.cache import file_sha256
 from iqa.data.records import Record
 from iqa.data.splits import load_splits
 from iqa.metrics import Correlations, correlations
+from iqa.train_iqa import EVAL_CROPS
 
 # Acceptance checks of the default checkpoint (issue 6)
 MONOTONE_MIN = 0.9  # share of adjacent level pairs of the monotone kinds where the score falls
@@ -287,7 +287,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="add BRISQUE and NIQE")
     p.add_argument("--checkpoint", default=None, help="main checkpoint, for the restoration table")
     p.add_argument("--cache", default=None, help="the --cache folder the training used (its diffusion outputs are read)")
-    p.add_argument("--crops", type=int, default=DEFAULT_CROPS,
+    p.add_argument("--crops", type=int, default=EVAL_CROPS,
                    help="the --crops the training used (its restorations in --cache are keyed on it)")
     p.add_argument("--out", default="docs/RESULTS.md",
                    help="Markdown report; peer predictions and restorations.png are written beside it")

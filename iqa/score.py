@@ -216,8 +216,8 @@ def add_device_option(p: argparse.ArgumentParser) -> None:
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crops", type=int, default=DEFAULT_CROPS, metavar="K",
-                   help=f"crops per image whose scores are averaged (default {DEFAULT_CROPS}; 0: tile the whole "
-                        "image, every patch analysed)")
+                   help=f"crops per image whose scores are averaged (default {DEFAULT_CROPS}: tile the whole "
+                        "image, every patch analysed; K > 0: K crops spread over it)")
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="diffusion sampling steps (default: the model's)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="diffusion noise seed (default 0)")

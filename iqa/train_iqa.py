@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.distributed as tdist
 
-from iqa.assess import DEFAULT_CROPS, resolve_device
+from iqa.assess import resolve_device
 from iqa.checkpoint import WEIGHTS, weights_path
 from iqa.config import ABLATIONS, PRESETS
 from iqa.data.datasets import FORMATS, load_dataset
@@ -46,6 +46,7 @@ DEFAULT_BATCH = 4
 DEFAULT_SAVE_EVERY = 200  # optimizer steps between mid-epoch state saves (0: at epoch ends only)
 DEFAULT_WORKERS = 2
 DEFAULT_OUT = "runs/train"
+EVAL_CROPS = 3  # fixed crops per rated image, cached per crop in training (the test average; tiles vary per size)
 CACHE_DIR, RESULTS_FILE = "cache", "results.json"
 SPLIT_DIR = "split_{:02d}"
 
@@ -69,7 +70,7 @@ class TrainOptions:
     batch: int = DEFAULT_BATCH  # per process
     lr: float = DEFAULT_LR
     weight_decay: float = DEFAULT_WEIGHT_DECAY
-    crops: int = DEFAULT_CROPS  # K fixed crop windows per image (test average; restored windows in "crops" mode)
+    crops: int = EVAL_CROPS  # K fixed crop windows per image (test average; restored windows in "crops" mode)
     freeze_backbones: bool = False
     flip_features: bool = True  # with frozen backbones, also cache the flipped crops
     out: str | Path = DEFAULT_OUT
@@ -204,7 +205,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="images per step and process")
     p.add_argument("--lr", type=float, default=DEFAULT_LR, help="Adam learning rate")
     p.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY, help="Adam weight decay")
-    p.add_argument("--crops", type=int, default=DEFAULT_CROPS, help="K fixed crops per image (test average)")
+    p.add_argument("--crops", type=int, default=EVAL_CROPS, help="K fixed crops per image (test average)")
     p.add_argument("--freeze-backbones", action="store_true",
                    help="train the heads only, on backbone features cached once (fast on CPU)")
     p.add_argument("--flip-features", action=argparse.BooleanOptionalAction, default=True,

@@ -30,4 +30,4 @@ def test_help_shows_defaults(command, shown, capsys):
 
 def test_help_does_not_repeat_a_default_the_text_gives(capsys):
     text = _help("score", capsys)
-    assert "(default 3;" in text and "(default: 3)" not in text
+    assert "(default 0:" in text and "(default: 0)" not in text

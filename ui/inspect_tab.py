@@ -137,7 +137,7 @@ def patch_text(state: Inspected, x: float, y: float) -> tuple[str, tuple[int, in
     x0, y0, x1, y1 = box
     head = f"**Patch** row {picked[0]}, column {picked[1]} (pixels x {x0}–{x1}, y {y0}–{y1})"
     if not covered:
-        head += "  \nNot covered by any crop: raise the number of crops to analyse it."
+        head += "  \nNot covered by any crop: set Crops to 0 (the default) to analyse it."
     table = "\n\n| branch | score | weight | score × weight |\n|---|---|---|---|\n" + "\n".join(rows)
     note = render.weights_note(a)
     return head + table + (f"\n\n{note}" if note else "") + per_crop_note(a), picked

@@ -93,7 +93,7 @@ def coverage_text(a: Assessment) -> str:
     if cov >= 0.999:
         return f"The {len(a.crops)} crops cover the whole image."
     return (f"The {len(a.crops)} crops cover {cov:.0%} of the image; hatched cells were not analysed "
-            "(raise the number of crops to cover more).")
+            "(set Crops to 0, the default, to analyse the whole image).")
 
 
 def map_kinds(maps: PatchMaps) -> tuple[str, ...]:

@@ -85,8 +85,8 @@ def build_settings(app: AppState) -> SettingsControls:
             steps = gr.Slider(MIN_STEPS, MAX_STEPS, value=info.config.diffusion.sample_steps, step=1,
                               label="Sampling steps", info="diffusion sampling steps (set to the checkpoint's default when it is chosen)")
             crops = gr.Slider(0, MAX_CROPS, value=DEFAULT_CROPS, step=1, label="Crops",
-                              info="224 px crops averaged per image; 0 = tile the whole image (every patch "
-                                   "analysed; slower on large images)")
+                              info="0 tiles the whole image with 224 px crops (every patch analysed; the default; "
+                                   "time grows with the image's area); K > 0 averages K crops spread over it")
             seed = gr.Number(0, precision=0, label="Seed", info="noise seed of the sampler")
     return SettingsControls(checkpoint, banner, device, steps, crops, seed)
 
