@@ -167,7 +167,8 @@ class FolderResult:
         return self.images / self.seconds if self.seconds else 0.0
 
 
-def run_folder(assessor: Assessor, folder: str | Path, crops: int = DEFAULT_CROPS, steps: int | None = None) -> FolderResult:
+def run_folder(assessor: Assessor, folder: str | Path, crops: int = DEFAULT_CROPS,
+               steps: int | None = None) -> FolderResult:
     """Assess every image of a folder (as `python -m iqa score` finds them) and time the whole."""
     paths = collect_images([Path(folder)]).files
     if not paths:
