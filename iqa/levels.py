@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 from iqa.assess import DEFAULT_CROPS, RESTORE_ON
 from iqa.data.distortions import KINDS
 from iqa.data.plain import PLAIN_KINDS, all_kinds
-from iqa.data.stream import StreamConfig, training_photos
+from iqa.data.stream import StreamConfig, held_out_photos
 from iqa.images import ImageError, load_image
 from iqa.score import add_diffusion_scale_option, add_fold_batchnorm_option, parse_bf16
 
@@ -329,12 +329,7 @@ def run(args) -> int:
     from tqdm import tqdm
     try:
         kinds = _kinds(args.kinds)
-        photos = training_photos(StreamConfig(photos=args.photos, part=args.part, ratios=args.ratios,
-                                              split_seed=args.split_seed))
-        if args.limit:
-            photos = photos[:args.limit]
-        if not photos:
-            raise ValueError(f"{args.photos}: no photos in the {args.part!r} part")
+        photos = held_out_photos(args.photos, args.part, args.ratios, args.split_seed, args.limit)
         methods = []
         for spec in args.checkpoint or ["DiffV2IQA (bundled)=checkpoints/default"]:
             name, sep, path = spec.partition("=")

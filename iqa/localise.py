@@ -24,7 +24,7 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 from tqdm import tqdm
 
-from iqa.data.stream import StreamConfig, training_photos
+from iqa.data.stream import held_out_photos
 from iqa.images import ImageError, load_image
 from iqa.results import PatchMaps
 from iqa.score import add_diffusion_scale_option
@@ -188,11 +188,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from iqa.assess import load
     try:
-        photos = training_photos(StreamConfig(photos=args.photos, part=args.part, ratios=args.ratios))
-        if args.limit:
-            photos = photos[:args.limit]
-        if not photos:
-            raise ValueError(f"{args.photos}: no photos in the {args.part!r} part")
+        photos = held_out_photos(args.photos, args.part, args.ratios, limit=args.limit)
         assessor = load(args.checkpoint, device=args.device, diffusion_scale=args.diffusion_scale,
                         full_res_steps=args.full_res_steps)
         label = f"VCG map ({args.checkpoint or 'bundled default'})"

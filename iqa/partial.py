@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from iqa.data.stream import StreamConfig, training_photos
+from iqa.data.stream import StreamConfig, held_out_photos
 from iqa.images import ImageError, load_image
 from iqa.levels import PEER_NAMES, Method, checkpoint_method, peer_method
 from iqa.localise import DAMAGES, damaged
@@ -144,11 +144,7 @@ def run(args) -> int:
     from iqa.assess import DEFAULT_CHECKPOINT
     checkpoint = args.checkpoint or str(DEFAULT_CHECKPOINT)
     try:
-        photos = training_photos(StreamConfig(photos=args.photos, part=args.part, ratios=args.ratios))
-        if args.limit:
-            photos = photos[:args.limit]
-        if not photos:
-            raise ValueError(f"{args.photos}: no photos in the {args.part!r} part")
+        photos = held_out_photos(args.photos, args.part, args.ratios, limit=args.limit)
         methods = [checkpoint_method("tiles" if k == 0 else f"{k} crops", checkpoint, k, args.device,
                                      noise_seed=args.noise_seed) for k in _crops(args.crops)]
         if not args.no_peers:

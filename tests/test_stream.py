@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from iqa.data.stream import CLEAN, Batch, SeriesStream, StreamConfig, add_diffusion_states, make_series, \
-    ordered_pairs, training_photos
+    held_out_photos, ordered_pairs, training_photos
 
 from helpers import photo, tiny_model
 
@@ -48,6 +48,10 @@ def test_only_the_chosen_part_is_drawn(tmp_path):
         training_photos(StreamConfig(photos=str(root), part="holdout", ratios="3:1:1"))
     every = training_photos(StreamConfig(photos=str(root), part="all", ratios="3:1:1"))
     assert len(every) == 5  # "all": a folder that holds one part already, unsplit
+    assert held_out_photos(str(root), "train", "3:1:1", limit=2) == training_photos(
+        StreamConfig(photos=str(root), part="train", ratios="3:1:1"))[:2]
+    with pytest.raises(ValueError, match="part 'holdout'"):
+        held_out_photos(str(root), "holdout", "3:1:1")
 
 
 def test_diffusion_states_are_added():

@@ -180,6 +180,16 @@ def training_photos(cfg: StreamConfig) -> list[Path]:
     return [s.path for s in sources if s.name in chosen]
 
 
+def held_out_photos(folder: str, part: str, ratios: str, split_seed: int = 0, limit: int = 0) -> list[Path]:
+    """`training_photos` of one part, for the tests that score held-out photos: the first `limit` when > 0,
+    and a ValueError naming the folder when the part holds none."""
+    photos = training_photos(StreamConfig(photos=folder, part=part, ratios=ratios, split_seed=split_seed))
+    photos = photos[:limit] if limit else photos
+    if not photos:
+        raise ValueError(f"{folder}: no photos in the {part!r} part")
+    return photos
+
+
 def _scaled_window(photo: np.ndarray, crop: int, scale: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     """A random (crop + 2 * margin)-square window of the photo resized by a random factor in `scale`
     (never below the size the window needs)."""
