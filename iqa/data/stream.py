@@ -182,7 +182,9 @@ def training_photos(cfg: StreamConfig) -> list[Path]:
 
 def held_out_photos(folder: str, part: str, ratios: str, split_seed: int = 0, limit: int = 0) -> list[Path]:
     """`training_photos` of one part, for the tests that score held-out photos: the first `limit` when > 0,
-    and a ValueError naming the folder when the part holds none."""
+    and a ValueError naming the folder when it is missing or the part holds none."""
+    if not Path(folder).is_dir():
+        raise ValueError(f"--photos {folder}: no such folder; give the folder of pristine photos to split")
     photos = training_photos(StreamConfig(photos=folder, part=part, ratios=ratios, split_seed=split_seed))
     photos = photos[:limit] if limit else photos
     if not photos:
