@@ -169,6 +169,15 @@ def markdown(summaries: list[MethodSummary], command: str, n_photos: int) -> str
     return "\n".join(lines) + "\n"
 
 
+def write_results(out: str | Path, stem: str, text: str, numbers: dict) -> None:
+    """OUT/stem.md (the table, also printed) and OUT/stem.json (`numbers`): the held-out tests' outputs."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(text)
+    (out / f"{stem}.json").write_text(json.dumps(numbers, indent=1))
+    print(text)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("localise", help="do the patch maps show where a photo is damaged? (half-damaged photos)",
                               description=__doc__)
@@ -198,13 +207,8 @@ def run(args) -> int:
         return 2
     summaries = summarise(cases)
     command = shlex.join(["python", "-m", "iqa", *sys.argv[1:]])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    text = markdown(summaries, command, len(photos))
-    (out / "localise.md").write_text(text)
-    (out / "localise.json").write_text(json.dumps({
+    write_results(args.out, "localise", markdown(summaries, command, len(photos)), {
         "command": command, "photos": [p.name for p in photos], "gate_auc": GATE_AUC,
         "summaries": [asdict(s) for s in summaries],
-        "cases": [{**asdict(c), "side_ordered": c.side_ordered} for c in cases]}, indent=1))
-    print(text)
+        "cases": [{**asdict(c), "side_ordered": c.side_ordered} for c in cases]})
     return 0

@@ -11,7 +11,6 @@ OUT/partial.md and OUT/partial.json.
 """
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from dataclasses import asdict, dataclass
@@ -23,7 +22,7 @@ from tqdm import tqdm
 from iqa.data.stream import StreamConfig, held_out_photos
 from iqa.images import ImageError, load_image
 from iqa.levels import PEER_NAMES, Method, checkpoint_method, peer_method
-from iqa.localise import DAMAGES, damaged
+from iqa.localise import DAMAGES, damaged, write_results
 
 GRID = 3  # the damaged cell is one of GRID x GRID: a ninth of the photo
 DEFAULT_CROPS = "3,0"
@@ -155,13 +154,8 @@ def run(args) -> int:
         return 2
     summaries = summarise(cases)
     command = shlex.join(["python", "-m", "iqa", *sys.argv[1:]])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    text = markdown(summaries, command, len(photos))
-    (out / "partial.md").write_text(text)
-    (out / "partial.json").write_text(json.dumps({
+    write_results(args.out, "partial", markdown(summaries, command, len(photos)), {
         "command": command, "checkpoint": checkpoint, "photos": [p.name for p in photos],
         "summaries": [asdict(s) for s in summaries],
-        "cases": [{**asdict(c), "clean_above": c.clean_above} for c in cases]}, indent=1))
-    print(text)
+        "cases": [{**asdict(c), "clean_above": c.clean_above} for c in cases]})
     return 0

@@ -40,3 +40,10 @@ def test_run_localise_on_a_tiny_model(tmp_path):
     s = {m.method: m for m in summarise(cases)}
     assert set(s) == {"tiny", "local BRISQUE"} and all(0 <= m.auc <= 1 for m in s.values())
     json.dumps([vars(m) for m in s.values()])
+
+
+def test_write_results_writes_the_table_and_the_numbers(tmp_path, capsys):
+    from iqa.localise import write_results
+    write_results(tmp_path / "out", "demo", "| a |\n", {"x": 1.5})
+    assert (tmp_path / "out" / "demo.md").read_text() == "| a |\n" and "| a |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "demo.json").read_text()) == {"x": 1.5}
