@@ -80,16 +80,14 @@ def resolve_device(device: str = "auto") -> torch.device:
 def crop_boxes(w: int, h: int, crop: int, k: int, align: int) -> list[tuple[int, int, int, int]]:
     """Up to K crop windows (x0, y0, x1, y1) spread evenly over a (w, h) image, origins on the `align`
     grid (so per-patch maps of overlapping crops line up). Small images give fewer, distinct windows.
-    K = TILE (0): ceil(w / crop) x ceil(h / crop) overlapping windows that tile the whole image (up to
-    the last `align` - 1 pixels of each side)."""
+    K = TILE (0): about ceil(w / crop) x ceil(h / crop) overlapping windows that tile the whole image
+    (`tile_starts`)."""
     if k < 0:
         raise ValueError(f"the number of crops must be at least 1, or {TILE} to tile the image")
     if k == TILE:
-        cols, rows = math.ceil(w / crop), math.ceil(h / crop)
-        k = cols * rows
-    else:
-        cols = max(1, min(k, math.ceil(math.sqrt(k * w / h))))
-        rows = math.ceil(k / cols)
+        return [(x, y, x + crop, y + crop) for y in tile_starts(h, crop, align) for x in tile_starts(w, crop, align)]
+    cols = max(1, min(k, math.ceil(math.sqrt(k * w / h))))
+    rows = math.ceil(k / cols)
 
     def starts(n: int, size: int) -> list[int]:
         hi = (size - crop) // align * align  # last aligned origin that fits
@@ -102,6 +100,20 @@ def crop_boxes(w: int, h: int, crop: int, k: int, align: int) -> list[tuple[int,
     if len(grid) > k:  # take k of the rows x cols positions, spread over the grid
         grid = [grid[i] for i in np.linspace(0, len(grid) - 1, k).round().astype(int)]
     return [(x, y, x + crop, y + crop) for x, y in grid]
+
+
+def tile_starts(size: int, crop: int, align: int) -> list[int]:
+    """Origins of the fewest evenly spread windows of side `crop` that cover [0, size) with no gap: all on
+    the `align` grid but the last, which ends flush with the image's edge (off the grid when size - crop
+    is not a multiple of `align`; `Assessor._stitch` weighs its cells by their overlap)."""
+    last = size - crop
+    n = math.ceil(size / crop)
+    while True:
+        for snap in (math.floor, math.ceil):  # the middle origins rounded down to the grid, else up
+            starts = sorted({min(last, snap(v / align) * align) for v in np.linspace(0, last, n)[:-1]} | {last})
+            if all(b - a <= crop for a, b in zip(starts, starts[1:])):
+                return starts
+        n += 1  # either rounding opens a gap: one window more
 
 
 def to_tensor(a: np.ndarray) -> torch.Tensor:
@@ -324,20 +336,31 @@ class Assessor:
         return [x, *full], (r.steps, r.alpha_bars)
 
     def _stitch(self, f: torch.Tensor, wt: torch.Tensor, boxes, w: int, h: int) -> PatchMaps:
-        """Per-crop (K, g, g) maps -> whole-image maps on the cell grid (overlaps averaged)."""
+        """Per-crop (K, g, g) maps -> whole-image maps on the cell grid: each cell the average of the crop
+        cells over it, weighted by the pixels they share (a plain average where crops sit on the grid)."""
         cell, g = self.cell, self.cfg.vcg.grid
         gh, gw = math.ceil(h / cell), math.ceil(w / cell)
         acc_f, acc_w, cnt = np.zeros((gh, gw)), np.zeros((gh, gw)), np.zeros((gh, gw))
         for (x0, y0, _, _), fk, wk in zip(boxes, f.cpu().numpy(), wt.cpu().numpy()):
-            r, c = y0 // cell, x0 // cell
-            acc_f[r:r + g, c:c + g] += fk
-            acc_w[r:r + g, c:c + g] += wk
-            cnt[r:r + g, c:c + g] += 1
+            ay, ax = cell_overlap(gh, h, cell, y0, g), cell_overlap(gw, w, cell, x0, g)  # (gh, g), (gw, g)
+            acc_f += ay @ fk @ ax.T
+            acc_w += ay @ wk @ ax.T
+            cnt += np.outer(ay.sum(1), ax.sum(1))
         with np.errstate(invalid="ignore", divide="ignore"):
             score, weight = acc_f / cnt, acc_w / cnt
         ys, xs = np.meshgrid(np.arange(gh) * cell, np.arange(gw) * cell, indexing="ij")
         boxes_px = np.stack([xs, ys, np.minimum(xs + cell, w), np.minimum(ys + cell, h)], -1)
         return PatchMaps(score=score, weight=weight, boxes=boxes_px.astype(np.int32))
+
+
+def cell_overlap(n: int, size: int, cell: int, start: int, g: int) -> np.ndarray:
+    """(n, g) pixels shared, along one axis, by the image's n cells (the last one cut at `size`) and the g
+    cells of a crop that starts at pixel `start`."""
+    edges = np.minimum(np.arange(n + 1) * cell, size)
+    crop_edges = start + np.arange(g + 1) * cell
+    lo = np.maximum(edges[:-1, None], crop_edges[None, :-1])
+    hi = np.minimum(edges[1:, None], crop_edges[None, 1:])
+    return np.clip(hi - lo, 0, None).astype(float)
 
 
 def check_restore_on(on: str) -> str:

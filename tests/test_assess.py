@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from iqa.assess import Assessor, crop_boxes, load, restore_windows, scaled_keep_steps
+from iqa.assess import Assessor, cell_overlap, crop_boxes, load, restore_windows, scaled_keep_steps
 from iqa.config import preset
 from iqa.images import ImageError
 from iqa.model import DiffV2IQA
@@ -196,15 +196,22 @@ def test_region_and_crops_restore_the_same_windows_alike():
     assert near < far / 4, (near, far)
 
 
-@pytest.mark.parametrize("size", [(512, 384), (1000, 700), (224, 300)])  # pixels: all but < 16 px at two edges
-def test_tiles_cover_every_cell(size):
+@pytest.mark.parametrize("size", [(512, 384), (1000, 700), (224, 300), (451, 300), (670, 225)])
+def test_tiles_cover_every_pixel(size):
     w, h = size
     boxes = crop_boxes(w, h, 224, 0, 16)
     covered = np.zeros((h, w), bool)
     for x0, y0, x1, y1 in boxes:
-        assert x0 % 16 == 0 and y0 % 16 == 0 and x1 <= w and y1 <= h
+        assert (x0 % 16 == 0 or x1 == w) and (y0 % 16 == 0 or y1 == h) and x1 <= w and y1 <= h
         covered[y0:y1, x0:x1] = True
-    assert len(boxes) == -(-w // 224) * -(-h // 224) and covered.mean() > 0.95
+    assert len(boxes) == -(-w // 224) * -(-h // 224) and covered.all()
+
+
+def test_tile_maps_cover_every_cell_and_weigh_off_grid_crops_by_overlap():
     a = Assessor(tiny_model(), device="cpu")
-    r = a.assess(photo(304, 256), crops=0)  # sides on the 16 px cell grid: every cell covered
-    assert r.vcg.coverage == 1.0 and len(r.crops) == 4
+    r = a.assess(photo(250, 236), crops=0)  # sides off the 16 px grid: the last crops end flush with the edge
+    assert r.vcg.coverage == 1.0 and [b[:2] for b in r.crops] == [(0, 0), (26, 0), (0, 12), (26, 12)]
+    cell = a.cell
+    ax = cell_overlap(16, 250, cell, 26, a.cfg.vcg.grid)  # image cell 15 is 10 px wide, inside crop cell 13
+    assert ax[15].tolist() == [0] * 13 + [10] and ax[1, 0] == 6 and ax[2, 0] == 10 and ax[2, 1] == 6
+    assert ax.sum() == 224 and (ax.sum(0) == cell).all()  # each crop cell shares all its pixels

@@ -91,19 +91,17 @@ def test_vda_is_shown_per_crop_not_as_a_map(view):
     text, _ = inspect_tab.patch_text(view.state, x0 + 1, y0 + 1)
     assert "VDA |" not in text and f"{a.crop_s2[0]:.3f}" in text
     cov = a.vcg.coverage
-    assert cov < 0.999 and not render.edge_strip_only(a.vcg)  # one crop of a 320x240 photo
+    assert cov < 0.999  # one crop of a 320x240 photo
     assert f"cover {cov:.0%} of the image" in render.coverage_text(a) and "set Crops to 0" in render.coverage_text(a)
 
 
-def test_tiles_leave_only_the_edge_strip_and_say_so(app, tmp_path):
+def test_tiles_cover_an_image_off_the_cell_grid(app, tmp_path):
     path = tmp_path / "odd.png"
     Image.fromarray(photo(250, 236)).save(path)  # not a multiple of the 16-px cell: a partial last row and column
     v = inspect_tab.assess_image(app, str(path), RunSettings("tiny", **{**FAST, "crops": 0}))
     a = v.state.assessment
-    assert a.vcg.coverage < 1 and render.edge_strip_only(a.vcg)
-    assert "narrower than one cell" in render.coverage_text(a) and "set Crops to 0" not in render.coverage_text(a)
-    assert "outside the crops' patch grid" in inspect_tab.patch_text(v.state, 249, 235)[0]
-    assert "Not covered" not in inspect_tab.patch_text(v.state, 100, 100)[0]
+    assert a.vcg.coverage == 1 and render.coverage_text(a) == f"The {len(a.crops)} crops cover the whole image."
+    assert "Not covered" not in inspect_tab.patch_text(v.state, 249, 235)[0]
 
 
 def test_maps_use_one_fixed_range_and_hatch_uncovered_cells():

@@ -122,7 +122,7 @@ def draw_map(state: Inspected, branch: str, kind: str, opacity: float) -> MapVie
 def patch_text(state: Inspected, x: float, y: float) -> tuple[str, tuple[int, int] | None]:
     """Markdown with both branches' score / weight / product at pixel (x, y), and the (row, col) of its cell."""
     a = state.assessment
-    rows, picked, box, covered, edge = [], None, None, True, False
+    rows, picked, box, covered = [], None, None, True
     for branch in render.BRANCHES:
         maps = render.branch_maps(a, branch)
         if maps is None:
@@ -131,16 +131,13 @@ def patch_text(state: Inspected, x: float, y: float) -> tuple[str, tuple[int, in
         picked, box = picked or (row, col), box or tuple(int(v) for v in maps.boxes[row, col])
         s, w = float(maps.score[row, col]), float(maps.weight[row, col])
         covered = covered and bool(np.isfinite(s))
-        last_row, last_col = maps.score.shape[0] - 1, maps.score.shape[1] - 1
-        edge = edge or (render.edge_strip_only(maps) and (row == last_row or col == last_col))
         rows.append(f"| {branch} | {s:.4f} | {w:.4f} | {s * w:.4f} |" if np.isfinite(s) else f"| {branch} | – | – | – |")
     if picked is None:
         return "No per-patch maps in this model.", None
     x0, y0, x1, y1 = box
     head = f"**Patch** row {picked[0]}, column {picked[1]} (pixels x {x0}–{x1}, y {y0}–{y1})"
     if not covered:
-        head += ("  \nNot covered by any crop: the image's edge, narrower than one cell, lies outside the crops' "
-                 "patch grid." if edge else "  \nNot covered by any crop: set Crops to 0 (the default) to analyse it.")
+        head += "  \nNot covered by any crop: set Crops to 0 (the default) to analyse it."
     table = "\n\n| branch | score | weight | score × weight |\n|---|---|---|---|\n" + "\n".join(rows)
     note = render.weights_note(a)
     return head + table + (f"\n\n{note}" if note else "") + per_crop_note(a), picked

@@ -92,17 +92,8 @@ def coverage_text(a: Assessment) -> str:
     cov = maps.coverage
     if cov >= 0.999:
         return f"The {len(a.crops)} crops cover the whole image."
-    if edge_strip_only(maps):
-        return (f"The {len(a.crops)} crops cover {cov:.0%} of the image's cells: all but the hatched strip at the "
-                "right or bottom edge, narrower than one cell, which the crops' patch grid does not reach.")
     return (f"The {len(a.crops)} crops cover {cov:.0%} of the image; hatched cells were not analysed "
             "(set Crops to 0, the default, to analyse the whole image).")
-
-
-def edge_strip_only(maps: PatchMaps) -> bool:
-    """True when the only cells no crop analysed are in the last row or column: the partial cells of an image
-    whose size is not a multiple of the cell, which crops on the patch grid cannot reach."""
-    return not (~np.isfinite(maps.score))[:-1, :-1].any()
 
 
 def map_kinds(maps: PatchMaps) -> tuple[str, ...]:
