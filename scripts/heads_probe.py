@@ -1,0 +1,164 @@
+"""Can the quality heads alone learn to order the levels better? A heads-only fine-tune on cached features.
+
+The bundled default still puts a level-1 version of its own training photos at or above the clean photo
+in some series. This probe freezes the diffusion and the backbones, computes once the features of the
+levels series (clean + 6 plain kinds x 5 levels, as `python -m iqa levels` makes them) of the training
+photos (`--train-crops` fixed crops, distortion seed `--train-seed`, so the realisations differ from the
+held-out runs) and of the held-out photos of `--part` (whole-image tiles, noise seed 0: the same images
+and states as `python -m iqa levels --crops 0 --noise-seed 0`), then trains only the VCG and VDA heads
+on them: the hinge of `train-rank` over every ordered pair of a series (per crop position), plus an
+anchor, the MSE of the crop scores and VCG patch scores to the default's own, which keeps the scale and
+the maps close. After each epoch it prints the levels test on both sets; nothing here changes the
+bundled model.
+
+    python scripts/heads_probe.py --photos ../shared/pristine --cache runs/heads-probe --epochs 3
+
+Features are cached under `--cache` (about 1 GB per set) and reused by later runs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from iqa.assess import TILE, Assessor, crop_boxes, load, to_tensor  # noqa: E402
+from iqa.data.stream import held_out_photos  # noqa: E402
+from iqa.images import load_image  # noqa: E402
+from iqa.levels import PLAIN_KINDS, MethodLevels, distorted, series_result, summarise  # noqa: E402
+
+LEVELS = 5
+
+
+@dataclass
+class Series:
+    """One (photo, kind) series: features of the clean image and its 5 levels."""
+
+    photo: str
+    kind: str
+    vcg: torch.Tensor  # (6, K, C, g, g) float16
+    vda: torch.Tensor  # (6, K, 4, D)
+
+
+def features(a: Assessor, img, crops: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, C, g, g) float16 VCG and (K, 4, D) VDA features of the image's crops, noise seed 0."""
+    h, w = img.shape[:2]
+    boxes = crop_boxes(w, h, a.cfg.crop, crops, a.cell)
+    with torch.inference_mode():
+        states, _ = a.restore(to_tensor(img), boxes, None, 0)
+        crop_states = torch.stack([torch.stack([s[0, :, y0:y1, x0:x1] for s in states]) for x0, y0, x1, y1 in boxes])
+        f = a.model.features(crop_states)
+    return f.vcg.half(), f.vda.float()
+
+
+def build(a: Assessor, photos: list[Path], crops: int, seed: int, path: Path) -> list[Series]:
+    """The series of `photos`, from `path` when cached there."""
+    if path.is_file():
+        return [Series(**d) for d in torch.load(path, weights_only=True)]
+    out, t0 = [], time.time()
+    for pi, p in enumerate(photos):
+        img = load_image(p).array
+        clean = features(a, img, crops)
+        for kind in PLAIN_KINDS:
+            items = [clean] + [features(a, distorted(img, kind, lv, seed, pi), crops) for lv in range(1, LEVELS + 1)]
+            out.append(Series(p.name, kind, torch.stack([v for v, _ in items]), torch.stack([d for _, d in items])))
+        print(f"{path.name}: {pi + 1}/{len(photos)} photos, {time.time() - t0:.0f} s", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save([vars(s) for s in out], path)
+    return out
+
+
+def heads(a: Assessor, vcg: torch.Tensor, vda: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(crop scores (N,), VCG patch scores (N, g, g)) of the heads on cached features."""
+    s1, f1, _ = a.model.vcg(vcg.float())
+    s2, _, _ = a.model.vda(vda.float())
+    return a.cfg.vcg_weight * s1 + a.cfg.vda_weight * s2, f1
+
+
+def levels(a: Assessor, series: list[Series], name: str) -> MethodLevels:
+    """The levels test on cached features (image score = mean of its crops') and one printed line."""
+    a.model.eval()
+    with torch.no_grad():
+        res = [series_result(s.photo, s.kind, [float(heads(a, s.vcg[i], s.vda[i])[0].mean()) for i in range(LEVELS + 1)])
+               for s in series]
+    r = summarise(name, res)
+    print(f"{name}: mean rho {r.rho:.3f}, adjacent {r.adjacent:.3f}, clean above level 1 {r.clean_above_level1:.3f}, "
+          f"sum {r.rho + r.adjacent + r.clean_above_level1:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in r.per_kind.items()),
+          flush=True)
+    return r
+
+
+def train(a: Assessor, series: list[Series], held: list[Series], args) -> None:
+    """`args.epochs` epochs of hinge + anchor on the heads, the levels test after each."""
+    m = a.model
+    for p in m.parameters():
+        p.requires_grad_(False)
+    params = [p for h in (m.vcg, m.vda) for p in h.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    m.eval()
+    with torch.no_grad():
+        anchors = [heads(a, s.vcg.flatten(0, 1), s.vda.flatten(0, 1)) for s in series]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    n = LEVELS + 1
+    better, worse = zip(*[(i, j) for i in range(n) for j in range(i + 1, n)])
+    better, worse = torch.tensor(better), torch.tensor(worse)
+    weight = torch.where(better == 0, args.clean_weight, 1.0)
+    gen = torch.Generator().manual_seed(args.seed)
+    for epoch in range(args.epochs):
+        m.vcg.train(), m.vda.train()
+        order, t0 = torch.randperm(len(series), generator=gen).tolist(), time.time()
+        for b in range(0, len(order), args.series_per_batch):
+            idx = order[b:b + args.series_per_batch]
+            s, f = heads(a, torch.cat([series[i].vcg.flatten(0, 1) for i in idx]),
+                         torch.cat([series[i].vda.flatten(0, 1) for i in idx]))
+            diff = s.view(len(idx), n, -1)[:, better] - s.view(len(idx), n, -1)[:, worse]  # (S, pairs, K)
+            rank = (weight[None, :, None] * F.relu(args.margin - diff)).mean() / weight.mean()
+            anchor = (F.mse_loss(s, torch.cat([anchors[i][0] for i in idx]))
+                      + F.mse_loss(f, torch.cat([anchors[i][1] for i in idx])))
+            opt.zero_grad()
+            (rank + args.anchor * anchor).backward()
+            opt.step()
+        print(f"epoch {epoch + 1}: {time.time() - t0:.0f} s", flush=True)
+        levels(a, series, f"epoch {epoch + 1}, training photos")
+        levels(a, held, f"epoch {epoch + 1}, {args.part} photos")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--photos", required=True)
+    p.add_argument("--part", default="val", help="held-out part to test on (val or test)")
+    p.add_argument("--cache", default="runs/heads-probe", help="folder for the cached features")
+    p.add_argument("--checkpoint", default=None, help="default: the bundled default")
+    p.add_argument("--train-crops", type=int, default=3)
+    p.add_argument("--train-seed", type=int, default=100, help="distortion seed of the training series")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--margin", type=float, default=0.05)
+    p.add_argument("--clean-weight", type=float, default=2.0)
+    p.add_argument("--anchor", type=float, default=1.0)
+    p.add_argument("--series-per-batch", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(args.seed)
+    a = load(args.checkpoint, device="cpu", fold_batchnorm=False)
+    cache = Path(args.cache)
+    series = build(a, held_out_photos(args.photos, "train", "7:1:2"), args.train_crops, args.train_seed,
+                   cache / f"train-crops{args.train_crops}-seed{args.train_seed}.pt")
+    held = build(a, held_out_photos(args.photos, args.part, "7:1:2"), TILE, 0, cache / f"{args.part}-tiles-seed0.pt")
+    levels(a, series, "default, training photos")
+    levels(a, held, f"default, {args.part} photos")
+    train(a, series, held, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
