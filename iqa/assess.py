@@ -80,8 +80,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 def crop_boxes(w: int, h: int, crop: int, k: int, align: int) -> list[tuple[int, int, int, int]]:
     """Up to K crop windows (x0, y0, x1, y1) spread evenly over a (w, h) image, origins on the `align`
     grid (so per-patch maps of overlapping crops line up). Small images give fewer, distinct windows.
-    K = TILE (0): about ceil(w / crop) x ceil(h / crop) overlapping windows that tile the whole image
-    (`tile_starts`)."""
+    K = TILE (0): ceil(w / crop) x ceil(h / crop) overlapping windows that cover every pixel, the last of
+    each row and column flush with the image's edge and so possibly off the grid (`tile_starts`)."""
     if k < 0:
         raise ValueError(f"the number of crops must be at least 1, or {TILE} to tile the image")
     if k == TILE:
@@ -103,9 +103,10 @@ def crop_boxes(w: int, h: int, crop: int, k: int, align: int) -> list[tuple[int,
 
 
 def tile_starts(size: int, crop: int, align: int) -> list[int]:
-    """Origins of the fewest evenly spread windows of side `crop` that cover [0, size) with no gap: all on
-    the `align` grid but the last, which ends flush with the image's edge (off the grid when size - crop
-    is not a multiple of `align`; `Assessor._stitch` weighs its cells by their overlap)."""
+    """Origins of ceil(size / crop) evenly spread windows of side `crop` that cover [0, size) with no gap
+    (one more where snapping to the grid would open one): all on the `align` grid but the last, which ends
+    flush with the image's edge (off the grid when size - crop is not a multiple of `align`;
+    `Assessor._stitch` weighs its cells by their overlap)."""
     last = size - crop
     n = math.ceil(size / crop)
     while True:
