@@ -13,7 +13,7 @@ bundled model.
 
     python scripts/heads_probe.py --photos ../shared/pristine --cache runs/heads-probe --epochs 3
 
-Features are cached under `--cache` (about 1 GB per set) and reused by later runs.
+Features are cached under `--cache`, one folder per checkpoint's weights (about 1 GB per set), and reused.
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from iqa.assess import TILE, Assessor, crop_boxes, load, to_tensor  # noqa: E402
+from iqa.assess import DEFAULT_CHECKPOINT, TILE, Assessor, crop_boxes, load, to_tensor  # noqa: E402
 from iqa.data.stream import held_out_photos  # noqa: E402
 from iqa.images import load_image  # noqa: E402
-from iqa.levels import PLAIN_KINDS, MethodLevels, distorted, series_result, summarise  # noqa: E402
+from iqa.levels import PLAIN_KINDS, MethodLevels, distorted, series_result, summarise, weights_digest  # noqa: E402
 
 LEVELS = 5
 
@@ -85,11 +85,12 @@ def levels(a: Assessor, series: list[Series], name: str) -> MethodLevels:
     """The levels test on cached features (image score = mean of its crops') and one printed line."""
     a.model.eval()
     with torch.no_grad():
-        res = [series_result(s.photo, s.kind, [float(heads(a, s.vcg[i], s.vda[i])[0].mean()) for i in range(LEVELS + 1)])
-               for s in series]
+        res = [series_result(s.photo, s.kind,
+                             [float(heads(a, s.vcg[i], s.vda[i])[0].mean()) for i in range(LEVELS + 1)]) for s in series]
     r = summarise(name, res)
     print(f"{name}: mean rho {r.rho:.3f}, adjacent {r.adjacent:.3f}, clean above level 1 {r.clean_above_level1:.3f}, "
-          f"sum {r.rho + r.adjacent + r.clean_above_level1:.3f}; " + ", ".join(f"{k} {v:.3f}" for k, v in r.per_kind.items()),
+          f"sum {r.rho + r.adjacent + r.clean_above_level1:.3f}; "
+          + ", ".join(f"{k} {v:.3f}" for k, v in r.per_kind.items()),
           flush=True)
     return r
 
@@ -150,7 +151,7 @@ def main() -> int:
     torch.set_num_threads(2)
     torch.manual_seed(args.seed)
     a = load(args.checkpoint, device="cpu", fold_batchnorm=False)
-    cache = Path(args.cache)
+    cache = Path(args.cache) / weights_digest(args.checkpoint or DEFAULT_CHECKPOINT)[:16]  # features per weights
     series = build(a, held_out_photos(args.photos, "train", "7:1:2"), args.train_crops, args.train_seed,
                    cache / f"train-crops{args.train_crops}-seed{args.train_seed}.pt")
     held = build(a, held_out_photos(args.photos, args.part, "7:1:2"), TILE, 0, cache / f"{args.part}-tiles-seed0.pt")
