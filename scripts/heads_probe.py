@@ -85,8 +85,8 @@ def levels(a: Assessor, series: list[Series], name: str) -> MethodLevels:
     """The levels test on cached features (image score = mean of its crops') and one printed line."""
     a.model.eval()
     with torch.no_grad():
-        res = [series_result(s.photo, s.kind,
-                             [float(heads(a, s.vcg[i], s.vda[i])[0].mean()) for i in range(LEVELS + 1)]) for s in series]
+        res = [series_result(s.photo, s.kind, [float(heads(a, s.vcg[i], s.vda[i])[0].mean())
+                                               for i in range(LEVELS + 1)]) for s in series]
     r = summarise(name, res)
     print(f"{name}: mean rho {r.rho:.3f}, adjacent {r.adjacent:.3f}, clean above level 1 {r.clean_above_level1:.3f}, "
           f"sum {r.rho + r.adjacent + r.clean_above_level1:.3f}; "
