@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 from iqa.assess import DEFAULT_CROPS, RESTORE_ON
 from iqa.data.distortions import KINDS
 from iqa.data.plain import PLAIN_KINDS, all_kinds
-from iqa.data.stream import StreamConfig, held_out_photos
+from iqa.data.stream import add_held_out_options, held_out_from
 from iqa.images import ImageError, load_image
 from iqa.score import add_diffusion_scale_option, add_fold_batchnorm_option, parse_bf16
 
@@ -282,13 +282,9 @@ def markdown(report: LevelsReport, command: str, photos: list[Path]) -> str:
 
 
 def register(subparsers) -> None:
-    s = StreamConfig()
     p = subparsers.add_parser("levels", help="does the score fall as distortions grow? (held-out photos, own size)",
                               description=__doc__)
-    p.add_argument("--photos", required=True, help="folder of pristine photos (split by name as `splits` does)")
-    p.add_argument("--part", default="test", help="part of the split to use (train, val or test; all: every photo, unsplit)")
-    p.add_argument("--ratios", default=s.ratios, help="train:val:test split of the photos")
-    p.add_argument("--split-seed", type=int, default=s.split_seed, help="seed of the photo split")
+    add_held_out_options(p)
     p.add_argument("--kinds", default="plain", help="plain, kadid, all, or comma-separated kind names")
     p.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                    help="a checkpoint to test (repeatable); default: the bundled one")
@@ -301,7 +297,6 @@ def register(subparsers) -> None:
     p.add_argument("--noise-seed", type=int, default=0,
                    help="the checkpoints' diffusion noise seed (assess --seed); other values show how much the "
                         "results move with the noise drawn for y1, y2")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
     p.add_argument("--out", default="runs/levels", help="folder for scores.jsonl (resume), levels.md, levels.json")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--diffusion-on", default=None, choices=RESTORE_ON,
@@ -329,7 +324,7 @@ def run(args) -> int:
     from tqdm import tqdm
     try:
         kinds = _kinds(args.kinds)
-        photos = held_out_photos(args.photos, args.part, args.ratios, args.split_seed, args.limit)
+        photos = held_out_from(args)
         methods = []
         for spec in args.checkpoint or ["DiffV2IQA (bundled)=checkpoints/default"]:
             name, sep, path = spec.partition("=")

@@ -24,7 +24,7 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 from tqdm import tqdm
 
-from iqa.data.stream import held_out_photos
+from iqa.data.stream import add_held_out_options, held_out_from
 from iqa.images import ImageError, load_image
 from iqa.results import PatchMaps
 from iqa.score import add_diffusion_scale_option
@@ -181,12 +181,9 @@ def write_results(out: str | Path, stem: str, text: str, numbers: dict) -> None:
 def register(subparsers) -> None:
     p = subparsers.add_parser("localise", help="do the patch maps show where a photo is damaged? (half-damaged photos)",
                               description=__doc__)
-    p.add_argument("--photos", required=True, help="folder of pristine photos (split by name as `splits` does)")
-    p.add_argument("--part", default="test", help="part of the split to use (default: test)")
-    p.add_argument("--ratios", default="7:1:2", help="train:val:test split of the photos")
+    add_held_out_options(p)
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled one)")
     p.add_argument("--crops", type=int, default=None, help="crops per image (default: the assessor's)")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
     p.add_argument("--no-baseline", action="store_true", help="skip the local-BRISQUE baseline")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_diffusion_scale_option(p)
@@ -197,7 +194,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from iqa.assess import load
     try:
-        photos = held_out_photos(args.photos, args.part, args.ratios, limit=args.limit)
+        photos = held_out_from(args)
         assessor = load(args.checkpoint, device=args.device, diffusion_scale=args.diffusion_scale,
                         full_res_steps=args.full_res_steps)
         label = f"VCG map ({args.checkpoint or 'bundled default'})"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from iqa.data.stream import StreamConfig, held_out_photos
+from iqa.data.stream import add_held_out_options, held_out_from
 from iqa.images import ImageError, load_image
 from iqa.levels import PEER_NAMES, Method, checkpoint_method, peer_method
 from iqa.localise import DAMAGES, damaged, write_results
@@ -112,18 +112,14 @@ def markdown(summaries: list[PartialSummary], command: str, n_photos: int) -> st
 
 
 def register(subparsers) -> None:
-    s = StreamConfig()
     p = subparsers.add_parser("partial", help="does the score fall when one part of a photo is damaged?",
                               description=__doc__)
-    p.add_argument("--photos", required=True, help="folder of pristine photos (split by name as `splits` does)")
-    p.add_argument("--part", default="test", help="part of the split to use (train, val or test; all: every photo)")
-    p.add_argument("--ratios", default=s.ratios, help="train:val:test split of the photos")
+    add_held_out_options(p)
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the bundled one)")
     p.add_argument("--crops", default=DEFAULT_CROPS, metavar="K[,K...]",
                    help=f"crop settings to compare, each a method (default {DEFAULT_CROPS}: 3 crops and tiles)")
     p.add_argument("--noise-seed", type=int, default=0, help="the checkpoint's diffusion noise seed (assess --seed)")
     p.add_argument("--no-peers", action="store_true", help="leave out BRISQUE and NIQE")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--out", default="runs/partial", help="folder for partial.md and partial.json")
     p.set_defaults(func=run)
@@ -143,7 +139,7 @@ def run(args) -> int:
     from iqa.assess import DEFAULT_CHECKPOINT
     checkpoint = args.checkpoint or str(DEFAULT_CHECKPOINT)
     try:
-        photos = held_out_photos(args.photos, args.part, args.ratios, limit=args.limit)
+        photos = held_out_from(args)
         methods = [checkpoint_method("tiles" if k == 0 else f"{k} crops", checkpoint, k, args.device,
                                      noise_seed=args.noise_seed) for k in _crops(args.crops)]
         if not args.no_peers:

@@ -192,6 +192,22 @@ def held_out_photos(folder: str, part: str, ratios: str, split_seed: int = 0, li
     return photos
 
 
+def add_held_out_options(p, part: str = "test") -> None:
+    """--photos, --part, --ratios, --split-seed and --limit: the held-out photos a test scores."""
+    s = StreamConfig()
+    p.add_argument("--photos", required=True, help="folder of pristine photos (split by name as `splits` does)")
+    p.add_argument("--part", default=part,
+                   help=f"part of the split to use (train, val or test; {ALL_PHOTOS}: every photo, unsplit)")
+    p.add_argument("--ratios", default=s.ratios, help="train:val:test split of the photos")
+    p.add_argument("--split-seed", type=int, default=s.split_seed, help="seed of the photo split")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
+
+
+def held_out_from(args) -> list[Path]:
+    """`held_out_photos` of the options `add_held_out_options` added."""
+    return held_out_photos(args.photos, args.part, args.ratios, args.split_seed, args.limit)
+
+
 def _scaled_window(photo: np.ndarray, crop: int, scale: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     """A random (crop + 2 * margin)-square window of the photo resized by a random factor in `scale`
     (never below the size the window needs)."""
