@@ -29,6 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from iqa.assess import DEFAULT_CHECKPOINT, TILE, Assessor, crop_boxes, load, to_tensor  # noqa: E402
+from iqa.checkpoint import save_checkpoint  # noqa: E402
 from iqa.data.stream import held_out_photos  # noqa: E402
 from iqa.images import load_image  # noqa: E402
 from iqa.levels import PLAIN_KINDS, MethodLevels, distorted, series_result, summarise, weights_digest  # noqa: E402
@@ -74,6 +75,11 @@ def build(a: Assessor, photos: list[Path], crops: int, seed: int, path: Path) ->
     return out
 
 
+def _sum(r: MethodLevels) -> float:
+    """The probe's criterion: mean rho + adjacent levels ordered + clean above level 1."""
+    return r.rho + r.adjacent + r.clean_above_level1
+
+
 def heads(a: Assessor, vcg: torch.Tensor, vda: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(crop scores (N,), VCG patch scores (N, g, g)) of the heads on cached features."""
     s1, f1, _ = a.model.vcg(vcg.float())
@@ -89,14 +95,15 @@ def levels(a: Assessor, series: list[Series], name: str) -> MethodLevels:
                                                for i in range(LEVELS + 1)]) for s in series]
     r = summarise(name, res)
     print(f"{name}: mean rho {r.rho:.3f}, adjacent {r.adjacent:.3f}, clean above level 1 {r.clean_above_level1:.3f}, "
-          f"sum {r.rho + r.adjacent + r.clean_above_level1:.3f}; "
+          f"sum {_sum(r):.3f}; "
           + ", ".join(f"{k} {v:.3f}" for k, v in r.per_kind.items()),
           flush=True)
     return r
 
 
-def train(a: Assessor, series: list[Series], held: list[Series], args) -> None:
-    """`args.epochs` epochs of hinge + anchor on the heads, the levels test after each."""
+def train(a: Assessor, series: list[Series], held: list[Series], args, start: MethodLevels) -> None:
+    """`args.epochs` epochs of hinge + anchor on the heads, the levels test after each; with `args.save`, the
+    model of each epoch whose held-out sum beats `start`'s by `args.min_gain` is saved as a checkpoint."""
     m = a.model
     for p in m.parameters():
         p.requires_grad_(False)
@@ -128,13 +135,18 @@ def train(a: Assessor, series: list[Series], held: list[Series], args) -> None:
             opt.step()
         print(f"epoch {epoch + 1}: {time.time() - t0:.0f} s", flush=True)
         levels(a, series, f"epoch {epoch + 1}, training photos")
-        levels(a, held, f"epoch {epoch + 1}, {args.part} photos")
+        r = levels(a, held, f"epoch {epoch + 1}, {args.part} photos")
+        if args.save and _sum(r) >= _sum(start) + args.min_gain:
+            where = save_checkpoint(m, Path(args.save) / f"epoch-{epoch + 1}",
+                                    {"heads_probe": {**vars(args), "epoch": epoch + 1}})
+            print(f"saved {where}", flush=True)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--photos", required=True)
     p.add_argument("--part", default="val", help="held-out part to test on (val or test)")
+    p.add_argument("--ratios", default="7:1:2", help="train:val:test split of the photos")
     p.add_argument("--cache", default="runs/heads-probe", help="folder for the cached features")
     p.add_argument("--checkpoint", default=None, help="default: the bundled default")
     p.add_argument("--train-crops", type=int, default=3)
@@ -147,17 +159,20 @@ def main() -> int:
     p.add_argument("--anchor", type=float, default=1.0)
     p.add_argument("--series-per-batch", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", default=None, metavar="DIR",
+                   help="save each epoch's model whose held-out sum beats the default's by --min-gain to DIR/epoch-N")
+    p.add_argument("--min-gain", type=float, default=0.03)
     args = p.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(args.seed)
     a = load(args.checkpoint, device="cpu", fold_batchnorm=False)
     cache = Path(args.cache) / weights_digest(args.checkpoint or DEFAULT_CHECKPOINT)[:16]  # features per weights
-    series = build(a, held_out_photos(args.photos, "train", "7:1:2"), args.train_crops, args.train_seed,
+    series = build(a, held_out_photos(args.photos, "train", args.ratios), args.train_crops, args.train_seed,
                    cache / f"train-crops{args.train_crops}-seed{args.train_seed}.pt")
-    held = build(a, held_out_photos(args.photos, args.part, "7:1:2"), TILE, 0, cache / f"{args.part}-tiles-seed0.pt")
+    held = build(a, held_out_photos(args.photos, args.part, args.ratios), TILE, 0, cache / f"{args.part}-tiles-seed0.pt")
     levels(a, series, "default, training photos")
-    levels(a, held, f"default, {args.part} photos")
-    train(a, series, held, args)
+    start = levels(a, held, f"default, {args.part} photos")
+    train(a, series, held, args, start)
     return 0
 
 
