@@ -1,10 +1,12 @@
+import argparse
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from iqa.data.stream import CLEAN, Batch, SeriesStream, StreamConfig, add_diffusion_states, make_series, \
-    held_out_photos, ordered_pairs, training_photos
+from iqa.data.stream import CLEAN, Batch, SeriesStream, StreamConfig, add_diffusion_states, add_held_out_options, \
+    held_out_from, held_out_photos, make_series, ordered_pairs, training_photos
 
 from helpers import photo, tiny_model
 
@@ -52,6 +54,17 @@ def test_only_the_chosen_part_is_drawn(tmp_path):
         StreamConfig(photos=str(root), part="train", ratios="3:1:1"))[:2]
     with pytest.raises(ValueError, match="part 'holdout'"):
         held_out_photos(str(root), "holdout", "3:1:1")
+
+
+def test_held_out_options_reach_the_split(tmp_path):
+    root = _photos(tmp_path / "photos")
+    p = argparse.ArgumentParser()
+    add_held_out_options(p, part="val")
+    args = p.parse_args(["--photos", str(root), "--ratios", "3:1:1", "--split-seed", "4"])
+    assert args.part == "val" and held_out_from(args) == held_out_photos(str(root), "val", "3:1:1", split_seed=4)
+    tests = {tuple(held_out_from(p.parse_args(["--photos", str(root), "--ratios", "3:1:1", "--part", "test",
+                                                "--split-seed", str(k)]))) for k in range(6)}
+    assert len(tests) > 1  # the seed changes the split
 
 
 def test_diffusion_states_are_added():
