@@ -126,8 +126,10 @@ def train(a: Assessor, series: list[Series], held: list[Series], args, start: Me
             idx = order[b:b + args.series_per_batch]
             s, f = heads(a, torch.cat([series[i].vcg.flatten(0, 1) for i in idx]),
                          torch.cat([series[i].vda.flatten(0, 1) for i in idx]))
-            diff = s.view(len(idx), n, -1)[:, better] - s.view(len(idx), n, -1)[:, worse]  # (S, pairs, K)
-            rank = (weight[None, :, None] * F.relu(args.margin - diff)).mean() / weight.mean()
+            rank = 0.0
+            for v in s.split([series[i].vda.shape[:2].numel() for i in idx]):  # photos differ in tile count K
+                diff = v.view(n, -1)[better] - v.view(n, -1)[worse]  # (pairs, K)
+                rank = rank + (weight[:, None] * F.relu(args.margin - diff)).mean() / weight.mean() / len(idx)
             anchor = (F.mse_loss(s, torch.cat([anchors[i][0] for i in idx]))
                       + F.mse_loss(f, torch.cat([anchors[i][1] for i in idx])))
             opt.zero_grad()
