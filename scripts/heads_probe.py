@@ -13,7 +13,9 @@ bundled model.
 
     python scripts/heads_probe.py --photos ../shared/pristine --cache runs/heads-probe --epochs 3
 
-Features are cached under `--cache`, one folder per checkpoint's weights (about 1 GB per set), and reused.
+Features are cached under `--cache`, one folder per checkpoint's weights, and reused: about 1 GB per set of
+3 crops, 7 GB for the training photos' tiles (`--train-crops 0`), which also want `--series-per-batch 1`
+(a batch of 6 series of ~15 tiles each outgrows 24 GB of memory).
 """
 from __future__ import annotations
 
@@ -159,7 +161,7 @@ def main() -> int:
     p.add_argument("--margin", type=float, default=0.05)
     p.add_argument("--clean-weight", type=float, default=2.0)
     p.add_argument("--anchor", type=float, default=1.0)
-    p.add_argument("--series-per-batch", type=int, default=6)
+    p.add_argument("--series-per-batch", type=int, default=6, help="series a step (1 with --train-crops 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, metavar="DIR",
                    help="save each epoch's model whose held-out sum beats the default's by --min-gain to DIR/epoch-N")
