@@ -20,6 +20,7 @@ Features are cached under `--cache`, one folder per checkpoint's weights, and re
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from iqa.assess import DEFAULT_CHECKPOINT, TILE, Assessor, crop_boxes, load, to_tensor  # noqa: E402
-from iqa.checkpoint import save_checkpoint  # noqa: E402
+from iqa.checkpoint import read_metadata, save_checkpoint  # noqa: E402
 from iqa.data.stream import held_out_photos  # noqa: E402
 from iqa.images import load_image  # noqa: E402
 from iqa.levels import PLAIN_KINDS, MethodLevels, distorted, series_result, summarise, weights_digest  # noqa: E402
@@ -103,6 +104,17 @@ def levels(a: Assessor, series: list[Series], name: str) -> MethodLevels:
     return r
 
 
+def card(args, epoch: int) -> dict:
+    """The saved checkpoint's model card: the start's training history, then this fine-tune."""
+    init = args.checkpoint or str(DEFAULT_CHECKPOINT)
+    start = read_metadata(init)[1]
+    keep = ("diffusion_training", "rank_training", "backbone_weights")
+    return {"trained": True, "stage": "heads-probe", "init": init, **{k: start.get(k) for k in keep},
+            "init_stage": start.get("stage"), "init_command": start.get("command"),
+            "heads_probe": {**vars(args), "epoch": epoch},
+            "command": shlex.join(["python", "scripts/heads_probe.py", *sys.argv[1:]])}
+
+
 def train(a: Assessor, series: list[Series], held: list[Series], args, start: MethodLevels) -> None:
     """`args.epochs` epochs of hinge + anchor on the heads, the levels test after each; with `args.save`, the
     model of each epoch whose held-out sum beats `start`'s by `args.min_gain` is saved as a checkpoint."""
@@ -141,8 +153,7 @@ def train(a: Assessor, series: list[Series], held: list[Series], args, start: Me
         levels(a, series, f"epoch {epoch + 1}, training photos")
         r = levels(a, held, f"epoch {epoch + 1}, {args.part} photos")
         if args.save and _sum(r) >= _sum(start) + args.min_gain:
-            where = save_checkpoint(m, Path(args.save) / f"epoch-{epoch + 1}",
-                                    {"heads_probe": {**vars(args), "epoch": epoch + 1}})
+            where = save_checkpoint(m, Path(args.save) / f"epoch-{epoch + 1}", card(args, epoch + 1))
             print(f"saved {where}", flush=True)
 
 

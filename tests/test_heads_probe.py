@@ -30,7 +30,7 @@ def test_probe_trains_only_the_heads_saves_and_reuses_its_cache(tmp_path, monkey
 
     before, _ = load_checkpoint(start)
     after, card = load_checkpoint(tmp_path / "saved" / "epoch-1")
-    assert card["heads_probe"]["epoch"] == 1
+    assert card["heads_probe"]["epoch"] == 1 and card["init"] == str(start) and card["stage"] == "heads-probe"
     b, a = before.state_dict(), after.state_dict()
     moved = {k for k in b if not torch.equal(b[k], a[k])}
     assert moved and all(k.startswith(("vcg.", "vda.")) for k in moved)
