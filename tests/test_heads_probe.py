@@ -36,4 +36,4 @@ def test_probe_trains_only_the_heads_saves_and_reuses_its_cache(tmp_path, monkey
     assert moved and all(k.startswith(("vcg.", "vda.")) for k in moved)
 
     monkeypatch.setattr(probe, "features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("not cached")))
-    _run(probe, monkeypatch, argv[:-4])  # the second run reads every feature from the cache
+    _run(probe, monkeypatch, argv[:-4] + ["--epochs", "0"])  # the second run reads every feature from the cache
