@@ -8,18 +8,22 @@ held-out runs) and of the held-out photos of `--part` (whole-image tiles, noise 
 and states as `python -m iqa levels --crops 0 --noise-seed 0`), then trains only the VCG and VDA heads
 on them: the hinge of `train-rank` over every ordered pair of a series (per crop position), plus an
 anchor, the MSE of the crop scores and VCG patch scores to the default's own, which keeps the scale and
-the maps close. After each epoch it prints the levels test on both sets; nothing here changes the
-bundled model.
+the maps close. With `--mos DIR` (a `python -m iqa synth` folder of the training photos' crops) each step
+also regresses `--mos-batch` crop scores to their pseudo-MOS, for calibration across the 25 kinds;
+`--mos-val DIR` (the same of the held-out photos) prints that SRCC after each epoch. After each epoch it
+prints the levels test on both sets; nothing here changes the bundled model.
 
     python scripts/heads_probe.py --photos ../shared/pristine --cache runs/heads-probe --epochs 3
 
-Features are cached under `--cache`, one folder per checkpoint's weights, and reused: about 1 GB per set of
+Features are cached under `--cache`, one folder per checkpoint's frozen weights (diffusion and
+backbones; a checkpoint this probe saved shares its start's), and reused: about 1 GB per set of
 3 crops, 7 GB for the training photos' tiles (`--train-crops 0`), which also want `--series-per-batch 1`
 (a batch of 6 series of ~15 tiles each outgrows 24 GB of memory).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shlex
 import sys
 import time
@@ -28,16 +32,21 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from iqa.assess import DEFAULT_CHECKPOINT, TILE, Assessor, crop_boxes, load, to_tensor  # noqa: E402
-from iqa.checkpoint import read_metadata, save_checkpoint  # noqa: E402
+from iqa.checkpoint import read_metadata, save_checkpoint, weights_path  # noqa: E402
+from iqa.data.datasets import load_dataset  # noqa: E402
 from iqa.data.stream import held_out_photos  # noqa: E402
 from iqa.images import load_image  # noqa: E402
-from iqa.levels import PLAIN_KINDS, MethodLevels, distorted, series_result, summarise, weights_digest  # noqa: E402
+from iqa.levels import PLAIN_KINDS, MethodLevels, distorted, series_result, summarise  # noqa: E402
+from iqa.metrics import correlations  # noqa: E402
 
 LEVELS = 5
+CHUNK = 256  # crops a forward pass when scoring cached features
+HEADS = ("vcg", "vda")  # the trained modules; every other tensor is frozen and shapes the cached features
 
 
 @dataclass
@@ -48,6 +57,26 @@ class Series:
     kind: str
     vcg: torch.Tensor  # (6, K, C, g, g) float16
     vda: torch.Tensor  # (6, K, 4, D)
+
+
+@dataclass
+class Crops:
+    """Synthetic crops (one 224-px crop each) with their pseudo-MOS (0-1, the scale of the scores)."""
+
+    vcg: torch.Tensor  # (N, C, g, g) float16
+    vda: torch.Tensor  # (N, 4, D)
+    mos: torch.Tensor  # (N,)
+
+
+def frozen_digest(path: str | Path) -> str:
+    """SHA-256 of the checkpoint's frozen tensors (all but the heads): the key of its cached features."""
+    h = hashlib.sha256()
+    with safe_open(str(weights_path(path)), "pt") as f:
+        for name in sorted(k for k in f.keys() if k.split(".")[0] not in HEADS):
+            t = f.get_tensor(name).contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def features(a: Assessor, img, crops: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,6 +105,40 @@ def build(a: Assessor, photos: list[Path], crops: int, seed: int, path: Path) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save([vars(s) for s in out], path)
     return out
+
+
+def build_crops(a: Assessor, folder: str, path: Path) -> Crops:
+    """The features and pseudo-MOS of the synthetic set in `folder`, from `path` when cached there."""
+    if path.is_file():
+        return Crops(**torch.load(path, weights_only=True))
+    records, t0 = load_dataset(folder, "generic").records, time.time()
+    vcg, vda = [], []
+    for i, r in enumerate(records):
+        v, d = features(a, load_image(r.image).array, 1)
+        vcg.append(v), vda.append(d)
+        if (i + 1) % 500 == 0:
+            print(f"{path.name}: {i + 1}/{len(records)} crops, {time.time() - t0:.0f} s", flush=True)
+    mos = torch.tensor([r.raw for r in records])  # pseudo-MOS as written (`r.mos` is min-max rescaled)
+    out = Crops(torch.cat(vcg), torch.cat(vda), mos)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(vars(out), path)
+    return out
+
+
+def _label_digest(folder: str) -> str:
+    """Short SHA-256 of a synth folder's meta.csv: its cached features' name."""
+    return hashlib.sha256((Path(folder) / "meta.csv").read_bytes()).hexdigest()[:12]
+
+
+def crop_srcc(a: Assessor, crops: Crops, name: str) -> float:
+    """SRCC of the heads' crop scores against pseudo-MOS, and one printed line."""
+    a.model.eval()
+    with torch.no_grad():
+        pred = torch.cat([heads(a, crops.vcg[i:i + CHUNK], crops.vda[i:i + CHUNK])[0]
+                          for i in range(0, len(crops.mos), CHUNK)])
+    srcc = correlations(pred.numpy(), crops.mos.numpy()).srcc
+    print(f"{name}: SRCC against pseudo-MOS {srcc:.4f} ({len(crops.mos)} crops)", flush=True)
+    return srcc
 
 
 def _sum(r: MethodLevels) -> float:
@@ -115,9 +178,11 @@ def card(args, epoch: int) -> dict:
             "command": shlex.join(["python", "scripts/heads_probe.py", *sys.argv[1:]])}
 
 
-def train(a: Assessor, series: list[Series], held: list[Series], args, start: MethodLevels) -> None:
-    """`args.epochs` epochs of hinge + anchor on the heads, the levels test after each; with `args.save`, the
-    model of each epoch whose held-out sum beats `start`'s by `args.min_gain` is saved as a checkpoint."""
+def train(a: Assessor, series: list[Series], held: list[Series], args, start: MethodLevels,
+          mos: Crops | None = None, mos_held: Crops | None = None) -> None:
+    """`args.epochs` epochs of hinge + anchor (+ pseudo-MOS regression on `mos`) on the heads, the levels test
+    (and the SRCC on `mos_held`) after each; with `args.save`, the model of each epoch whose held-out sum beats
+    `start`'s by `args.min_gain` is saved as a checkpoint."""
     m = a.model
     for p in m.parameters():
         p.requires_grad_(False)
@@ -146,12 +211,18 @@ def train(a: Assessor, series: list[Series], held: list[Series], args, start: Me
                 rank = rank + (weight[:, None] * F.relu(args.margin - diff)).mean() / weight.mean() / len(idx)
             anchor = (F.mse_loss(s, torch.cat([anchors[i][0] for i in idx]))
                       + F.mse_loss(f, torch.cat([anchors[i][1] for i in idx])))
+            loss = rank + args.anchor * anchor
+            if mos is not None:
+                j = torch.randint(len(mos.mos), (args.mos_batch,), generator=gen)
+                loss = loss + args.mos_weight * F.mse_loss(heads(a, mos.vcg[j], mos.vda[j])[0], mos.mos[j])
             opt.zero_grad()
-            (rank + args.anchor * anchor).backward()
+            loss.backward()
             opt.step()
         print(f"epoch {epoch + 1}: {time.time() - t0:.0f} s", flush=True)
         levels(a, series, f"epoch {epoch + 1}, training photos")
         r = levels(a, held, f"epoch {epoch + 1}, {args.part} photos")
+        if mos_held is not None:
+            crop_srcc(a, mos_held, f"epoch {epoch + 1}, {args.part} crops")
         if args.save and _sum(r) >= _sum(start) + args.min_gain:
             where = save_checkpoint(m, Path(args.save) / f"epoch-{epoch + 1}", card(args, epoch + 1))
             print(f"saved {where}", flush=True)
@@ -177,17 +248,28 @@ def main() -> int:
     p.add_argument("--save", default=None, metavar="DIR",
                    help="save each epoch's model whose held-out sum beats the default's by --min-gain to DIR/epoch-N")
     p.add_argument("--min-gain", type=float, default=0.03)
+    p.add_argument("--mos", default=None, metavar="DIR",
+                   help="synth folder of the training photos' crops: regress to their pseudo-MOS")
+    p.add_argument("--mos-val", default=None, metavar="DIR",
+                   help="synth folder of the held-out photos' crops: report the SRCC on them")
+    p.add_argument("--mos-weight", type=float, default=1.0)
+    p.add_argument("--mos-batch", type=int, default=32, help="pseudo-MOS crops a step")
     args = p.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(args.seed)
     a = load(args.checkpoint, device="cpu", fold_batchnorm=False)
-    cache = Path(args.cache) / weights_digest(args.checkpoint or DEFAULT_CHECKPOINT)[:16]  # features per weights
+    cache = Path(args.cache) / frozen_digest(args.checkpoint or DEFAULT_CHECKPOINT)[:16]
     series = build(a, held_out_photos(args.photos, "train", args.ratios), args.train_crops, args.train_seed,
                    cache / f"train-crops{args.train_crops}-seed{args.train_seed}.pt")
-    held = build(a, held_out_photos(args.photos, args.part, args.ratios), TILE, 0, cache / f"{args.part}-tiles-seed0.pt")
+    held = build(a, held_out_photos(args.photos, args.part, args.ratios), TILE, 0,
+                 cache / f"{args.part}-tiles-seed0.pt")
+    mos, mos_held = (build_crops(a, d, cache / f"mos-{_label_digest(d)}.pt") if d else None
+                     for d in (args.mos, args.mos_val))
     levels(a, series, "default, training photos")
     start = levels(a, held, f"default, {args.part} photos")
-    train(a, series, held, args, start)
+    if mos_held is not None:
+        crop_srcc(a, mos_held, f"default, {args.part} crops")
+    train(a, series, held, args, start, mos, mos_held)
     return 0
 
 

@@ -2,8 +2,9 @@
 
 import sys
 
+import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from helpers import load_script, photo, tiny_model
 from iqa.checkpoint import load_checkpoint, save_checkpoint
@@ -37,3 +38,27 @@ def test_probe_trains_only_the_heads_saves_and_reuses_its_cache(tmp_path, monkey
 
     monkeypatch.setattr(probe, "features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("not cached")))
     _run(probe, monkeypatch, argv[:-4] + ["--epochs", "0"])  # the second run reads every feature from the cache
+    saved = ["--checkpoint", str(tmp_path / "saved" / "epoch-1")]
+    _run(probe, monkeypatch, argv[:-4] + ["--epochs", "0"] + saved)  # its saved model shares the frozen features
+
+
+def test_probe_regresses_to_pseudo_mos_crops_and_reports_their_srcc(tmp_path, monkeypatch, capsys):
+    probe = load_script("heads_probe")
+    photos, crops = tmp_path / "photos", tmp_path / "crops"
+    photos.mkdir(), crops.mkdir()
+    monkeypatch.setattr(probe, "PLAIN_KINDS", {k: probe.PLAIN_KINDS[k] for k in ("blur",)})
+    for i in range(5):
+        Image.fromarray(photo(224, 224)).save(photos / f"p{i}.png")
+    rows = ["image,mos"]
+    for i, (radius, mos) in enumerate([(0, 0.9), (1, 0.7), (2, 0.5), (4, 0.3)]):
+        Image.fromarray(photo(224, 224)).filter(ImageFilter.GaussianBlur(radius)).save(crops / f"c{i}.png")
+        rows.append(f"c{i}.png,{mos}")
+    (crops / "meta.csv").write_text("\n".join(rows) + "\n")
+    start = save_checkpoint(tiny_model(), tmp_path / "start")
+    _run(probe, monkeypatch, ["--photos", str(photos), "--checkpoint", str(start), "--cache", str(tmp_path / "cache"),
+                              "--ratios", "3:1:1", "--train-crops", "1", "--epochs", "1", "--mos", str(crops),
+                              "--mos-val", str(crops), "--mos-batch", "4"])
+    out = capsys.readouterr().out
+    assert "default, val crops: SRCC against pseudo-MOS" in out and "epoch 1, val crops: SRCC" in out
+    cached = probe.Crops(**torch.load(next((tmp_path / "cache").glob("*/mos-*.pt")), weights_only=True))
+    assert cached.mos.tolist() == pytest.approx([0.9, 0.7, 0.5, 0.3])  # as written, not rescaled to 0-1
