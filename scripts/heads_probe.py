@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shlex
 import sys
 import time
@@ -90,6 +91,19 @@ def features(a: Assessor, img, crops: int) -> tuple[torch.Tensor, torch.Tensor]:
     return f.vcg.half(), f.vda.float()
 
 
+def _save_cache(obj, path: Path, seconds: float) -> None:
+    """Save cached features, with how long they took beside them (`path`.json), for the model card."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path)
+    path.with_suffix(".json").write_text(json.dumps({"seconds": round(seconds), "threads": torch.get_num_threads()}))
+
+
+def cache_seconds(paths: list[Path]) -> float | None:
+    """Seconds the cached features at `paths` took to compute (None if one of them has no record)."""
+    side = [p.with_suffix(".json") for p in paths]
+    return sum(json.loads(s.read_text())["seconds"] for s in side) if all(s.is_file() for s in side) else None
+
+
 def build(a: Assessor, photos: list[Path], crops: int, seed: int, path: Path) -> list[Series]:
     """The series of `photos`, from `path` when cached there."""
     if path.is_file():
@@ -102,8 +116,7 @@ def build(a: Assessor, photos: list[Path], crops: int, seed: int, path: Path) ->
             items = [clean] + [features(a, distorted(img, kind, lv, seed, pi), crops) for lv in range(1, LEVELS + 1)]
             out.append(Series(p.name, kind, torch.stack([v for v, _ in items]), torch.stack([d for _, d in items])))
         print(f"{path.name}: {pi + 1}/{len(photos)} photos, {time.time() - t0:.0f} s", flush=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save([vars(s) for s in out], path)
+    _save_cache([vars(s) for s in out], path, time.time() - t0)
     return out
 
 
@@ -120,8 +133,7 @@ def build_crops(a: Assessor, folder: str, path: Path) -> Crops:
             print(f"{path.name}: {i + 1}/{len(records)} crops, {time.time() - t0:.0f} s", flush=True)
     mos = torch.tensor([r.raw for r in records])  # pseudo-MOS as written (`r.mos` is min-max rescaled)
     out = Crops(torch.cat(vcg), torch.cat(vda), mos)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(vars(out), path)
+    _save_cache(vars(out), path, time.time() - t0)
     return out
 
 
@@ -167,19 +179,25 @@ def levels(a: Assessor, series: list[Series], name: str) -> MethodLevels:
     return r
 
 
-def card(args, epoch: int) -> dict:
-    """The saved checkpoint's model card: the start's training history, then this fine-tune."""
+def card(args, epoch: int, feature_seconds: float | None, train_seconds: float) -> dict:
+    """The saved checkpoint's model card: the start's training history, then this fine-tune and its compute
+    (feature caching, None when not recorded, plus the epochs up to this one)."""
     init = args.checkpoint or str(DEFAULT_CHECKPOINT)
     start = read_metadata(init)[1]
     keep = ("diffusion_training", "rank_training", "backbone_weights")
+    threads = torch.get_num_threads()
+    hours = None if feature_seconds is None else round((feature_seconds + train_seconds) * threads / 3600, 3)
     return {"trained": True, "stage": "heads-probe", "init": init, **{k: start.get(k) for k in keep},
             "init_stage": start.get("stage"), "init_command": start.get("command"),
+            "init_heads_probe": start.get("heads_probe"), "init_compute": start.get("compute"),
             "heads_probe": {**vars(args), "epoch": epoch},
+            "compute": {"feature_seconds": feature_seconds, "train_seconds": round(train_seconds),
+                        "threads": threads, "cpu_core_hours": hours},
             "command": shlex.join(["python", "scripts/heads_probe.py", *sys.argv[1:]])}
 
 
 def train(a: Assessor, series: list[Series], held: list[Series], args, start: MethodLevels,
-          mos: Crops | None = None, mos_held: Crops | None = None) -> None:
+          mos: Crops | None = None, mos_held: Crops | None = None, feature_seconds: float | None = None) -> None:
     """`args.epochs` epochs of hinge + anchor (+ pseudo-MOS regression on `mos`) on the heads, the levels test
     (and the SRCC on `mos_held`) after each; with `args.save`, the model of each epoch whose held-out sum beats
     `start`'s by `args.min_gain` is saved as a checkpoint."""
@@ -198,6 +216,7 @@ def train(a: Assessor, series: list[Series], held: list[Series], args, start: Me
     better, worse = torch.tensor(better), torch.tensor(worse)
     weight = torch.where(better == 0, args.clean_weight, 1.0)
     gen = torch.Generator().manual_seed(args.seed)
+    trained = 0.0
     for epoch in range(args.epochs):
         m.vcg.train(), m.vda.train()
         order, t0 = torch.randperm(len(series), generator=gen).tolist(), time.time()
@@ -218,13 +237,15 @@ def train(a: Assessor, series: list[Series], held: list[Series], args, start: Me
             opt.zero_grad()
             loss.backward()
             opt.step()
+        trained += time.time() - t0
         print(f"epoch {epoch + 1}: {time.time() - t0:.0f} s", flush=True)
         levels(a, series, f"epoch {epoch + 1}, training photos")
         r = levels(a, held, f"epoch {epoch + 1}, {args.part} photos")
         if mos_held is not None:
             crop_srcc(a, mos_held, f"epoch {epoch + 1}, {args.part} crops")
         if args.save and _sum(r) >= _sum(start) + args.min_gain:
-            where = save_checkpoint(m, Path(args.save) / f"epoch-{epoch + 1}", card(args, epoch + 1))
+            where = save_checkpoint(m, Path(args.save) / f"epoch-{epoch + 1}",
+                                    card(args, epoch + 1, feature_seconds, trained))
             print(f"saved {where}", flush=True)
 
 
@@ -259,17 +280,19 @@ def main() -> int:
     torch.manual_seed(args.seed)
     a = load(args.checkpoint, device="cpu", fold_batchnorm=False)
     cache = Path(args.cache) / frozen_digest(args.checkpoint or DEFAULT_CHECKPOINT)[:16]
+    synth = {"mos": args.mos, "mos_val": args.mos_val}
+    paths = {"train": cache / f"train-crops{args.train_crops}-seed{args.train_seed}.pt",
+             "held": cache / f"{args.part}-tiles-seed0.pt",
+             **{k: cache / f"mos-{_label_digest(d)}.pt" for k, d in synth.items() if d}}
     series = build(a, held_out_photos(args.photos, "train", args.ratios), args.train_crops, args.train_seed,
-                   cache / f"train-crops{args.train_crops}-seed{args.train_seed}.pt")
-    held = build(a, held_out_photos(args.photos, args.part, args.ratios), TILE, 0,
-                 cache / f"{args.part}-tiles-seed0.pt")
-    mos, mos_held = (build_crops(a, d, cache / f"mos-{_label_digest(d)}.pt") if d else None
-                     for d in (args.mos, args.mos_val))
+                   paths["train"])
+    held = build(a, held_out_photos(args.photos, args.part, args.ratios), TILE, 0, paths["held"])
+    mos, mos_held = (build_crops(a, d, paths[k]) if d else None for k, d in synth.items())
     levels(a, series, "default, training photos")
     start = levels(a, held, f"default, {args.part} photos")
     if mos_held is not None:
         crop_srcc(a, mos_held, f"default, {args.part} crops")
-    train(a, series, held, args, start, mos, mos_held)
+    train(a, series, held, args, start, mos, mos_held, cache_seconds(list(paths.values())))
     return 0
 
 

@@ -32,6 +32,8 @@ def test_probe_trains_only_the_heads_saves_and_reuses_its_cache(tmp_path, monkey
     before, _ = load_checkpoint(start)
     after, card = load_checkpoint(tmp_path / "saved" / "epoch-1")
     assert card["heads_probe"]["epoch"] == 1 and card["init"] == str(start) and card["stage"] == "heads-probe"
+    compute = card["compute"]  # the features were made in this run, so their time is known
+    assert compute["feature_seconds"] >= 0 and compute["cpu_core_hours"] is not None and compute["threads"] >= 1
     b, a = before.state_dict(), after.state_dict()
     moved = {k for k in b if not torch.equal(b[k], a[k])}
     assert moved and all(k.startswith(("vcg.", "vda.")) for k in moved)
