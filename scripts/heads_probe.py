@@ -7,8 +7,8 @@ photos (`--train-crops` fixed crops, distortion seed `--train-seed`, so the real
 held-out runs) and of the held-out photos of `--part` (whole-image tiles, noise seed 0: the same images
 and states as `python -m iqa levels --crops 0 --noise-seed 0`), then trains only the VCG and VDA heads
 on them: the hinge of `train-rank` over every ordered pair of a series (per crop position), plus an
-anchor, the MSE of the crop scores and VCG patch scores to the default's own, which keeps the scale and
-the maps close. With `--mos DIR` (a `python -m iqa synth` folder of the training photos' crops) each step
+anchor, the MSE of the crop scores and VCG patch scores to the start's own (`--checkpoint`, by default
+the bundled default), which keeps the scale and the maps close. With `--mos DIR` (a `python -m iqa synth` folder of the training photos' crops) each step
 also regresses `--mos-batch` crop scores to their pseudo-MOS, for calibration across the 25 kinds;
 `--mos-val DIR` (the same of the held-out photos) prints that SRCC after each epoch. After each epoch it
 prints the levels test on both sets; nothing here changes the bundled model.
@@ -267,7 +267,7 @@ def main() -> int:
     p.add_argument("--series-per-batch", type=int, default=6, help="series a step (1 with --train-crops 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, metavar="DIR",
-                   help="save each epoch's model whose held-out sum beats the default's by --min-gain to DIR/epoch-N")
+                   help="save each epoch's model whose held-out sum beats the start's by --min-gain to DIR/epoch-N")
     p.add_argument("--min-gain", type=float, default=0.03)
     p.add_argument("--mos", default=None, metavar="DIR",
                    help="synth folder of the training photos' crops: regress to their pseudo-MOS")
@@ -288,10 +288,10 @@ def main() -> int:
                    paths["train"])
     held = build(a, held_out_photos(args.photos, args.part, args.ratios), TILE, 0, paths["held"])
     mos, mos_held = (build_crops(a, d, paths[k]) if d else None for k, d in synth.items())
-    levels(a, series, "default, training photos")
-    start = levels(a, held, f"default, {args.part} photos")
+    levels(a, series, "start, training photos")
+    start = levels(a, held, f"start, {args.part} photos")
     if mos_held is not None:
-        crop_srcc(a, mos_held, f"default, {args.part} crops")
+        crop_srcc(a, mos_held, f"start, {args.part} crops")
     train(a, series, held, args, start, mos, mos_held, cache_seconds(list(paths.values())))
     return 0
 

@@ -27,7 +27,7 @@ def test_probe_trains_only_the_heads_saves_and_reuses_its_cache(tmp_path, monkey
             "--train-crops", "0", "--epochs", "1", "--save", str(tmp_path / "saved"), "--min-gain", "-9"]
     _run(probe, monkeypatch, argv)
     out = capsys.readouterr().out
-    assert "default, val photos" in out and "epoch 1, training photos" in out
+    assert "start, val photos" in out and "epoch 1, training photos" in out
 
     before, _ = load_checkpoint(start)
     after, card = load_checkpoint(tmp_path / "saved" / "epoch-1")
@@ -61,6 +61,6 @@ def test_probe_regresses_to_pseudo_mos_crops_and_reports_their_srcc(tmp_path, mo
                               "--ratios", "3:1:1", "--train-crops", "1", "--epochs", "1", "--mos", str(crops),
                               "--mos-val", str(crops), "--mos-batch", "4"])
     out = capsys.readouterr().out
-    assert "default, val crops: SRCC against pseudo-MOS" in out and "epoch 1, val crops: SRCC" in out
+    assert "start, val crops: SRCC against pseudo-MOS" in out and "epoch 1, val crops: SRCC" in out
     cached = probe.Crops(**torch.load(next((tmp_path / "cache").glob("*/mos-*.pt")), weights_only=True))
     assert cached.mos.tolist() == pytest.approx([0.9, 0.7, 0.5, 0.3])  # as written, not rescaled to 0-1
