@@ -8,10 +8,11 @@ held-out runs) and of the held-out photos of `--part` (whole-image tiles, noise 
 and states as `python -m iqa levels --crops 0 --noise-seed 0`), then trains only the VCG and VDA heads
 on them: the hinge of `train-rank` over every ordered pair of a series (per crop position), plus an
 anchor, the MSE of the crop scores and VCG patch scores to the start's own (`--checkpoint`, by default
-the bundled default), which keeps the scale and the maps close. With `--mos DIR` (a `python -m iqa synth` folder of the training photos' crops) each step
-also regresses `--mos-batch` crop scores to their pseudo-MOS, for calibration across the 25 kinds;
-`--mos-val DIR` (the same of the held-out photos) prints that SRCC after each epoch. After each epoch it
-prints the levels test on both sets; nothing here changes the bundled model.
+the bundled default), which keeps the scale and the maps close. With `--mos DIR` (a `python -m iqa synth`
+folder of the training photos' crops) each step also regresses `--mos-batch` crop scores to their
+pseudo-MOS, for calibration across the 25 kinds; `--mos-val DIR` (the same of the held-out photos) prints
+that SRCC after each epoch. After each epoch it prints the levels test on both sets; nothing here changes
+the bundled model.
 
     python scripts/heads_probe.py --photos ../shared/pristine --cache runs/heads-probe --epochs 3
 
@@ -42,7 +43,7 @@ from iqa.checkpoint import read_metadata, save_checkpoint, weights_path  # noqa:
 from iqa.data.datasets import load_dataset  # noqa: E402
 from iqa.data.stream import held_out_photos  # noqa: E402
 from iqa.images import load_image  # noqa: E402
-from iqa.levels import PLAIN_KINDS, MethodLevels, distorted, series_result, summarise  # noqa: E402
+from iqa.levels import PLAIN_KINDS, MethodLevels, distorted, series_result, summarise, weights_digest  # noqa: E402
 from iqa.metrics import correlations  # noqa: E402
 
 LEVELS = 5
@@ -187,7 +188,8 @@ def card(args, epoch: int, feature_seconds: float | None, train_seconds: float) 
     keep = ("diffusion_training", "rank_training", "backbone_weights")
     threads = torch.get_num_threads()
     hours = None if feature_seconds is None else round((feature_seconds + train_seconds) * threads / 3600, 3)
-    return {"trained": True, "stage": "heads-probe", "init": init, **{k: start.get(k) for k in keep},
+    return {"trained": True, "stage": "heads-probe", "init": init, "init_weights": weights_digest(init)[:16],
+            **{k: start.get(k) for k in keep},
             "init_stage": start.get("stage"), "init_command": start.get("command"),
             "init_heads_probe": start.get("heads_probe"), "init_compute": start.get("compute"),
             "heads_probe": {**vars(args), "epoch": epoch},

@@ -23,8 +23,9 @@ def test_probe_trains_only_the_heads_saves_and_reuses_its_cache(tmp_path, monkey
     for i in range(5):  # 3:1:1 -> 3 training photos, 1 validation photo
         Image.fromarray(photo(224 + 40 * i, 224)).save(photos / f"p{i}.png")  # 1 or 2 tiles
     start = save_checkpoint(tiny_model(), tmp_path / "start")
-    argv = ["--photos", str(photos), "--checkpoint", str(start), "--cache", str(tmp_path / "cache"), "--ratios", "3:1:1",
-            "--train-crops", "0", "--epochs", "1", "--save", str(tmp_path / "saved"), "--min-gain", "-9"]
+    argv = ["--photos", str(photos), "--checkpoint", str(start), "--cache", str(tmp_path / "cache"),
+            "--ratios", "3:1:1", "--train-crops", "0", "--epochs", "1", "--save", str(tmp_path / "saved"),
+            "--min-gain", "-9"]
     _run(probe, monkeypatch, argv)
     out = capsys.readouterr().out
     assert "start, val photos" in out and "epoch 1, training photos" in out
@@ -32,6 +33,7 @@ def test_probe_trains_only_the_heads_saves_and_reuses_its_cache(tmp_path, monkey
     before, _ = load_checkpoint(start)
     after, card = load_checkpoint(tmp_path / "saved" / "epoch-1")
     assert card["heads_probe"]["epoch"] == 1 and card["init"] == str(start) and card["stage"] == "heads-probe"
+    assert card["init_weights"] == probe.weights_digest(start)[:16]  # the start stays known if its path is reused
     compute = card["compute"]  # the features were made in this run, so their time is known
     assert compute["feature_seconds"] >= 0 and compute["cpu_core_hours"] is not None and compute["threads"] >= 1
     b, a = before.state_dict(), after.state_dict()
