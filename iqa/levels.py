@@ -309,7 +309,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _kinds(spec: str) -> list[str]:
+def parse_kinds(spec: str) -> list[str]:
+    """`--kinds`: a set name (plain, kadid, all) or comma-separated kind names."""
     if spec in KIND_SETS:
         return list(KIND_SETS[spec])
     names = [k.strip() for k in spec.split(",") if k.strip()]
@@ -323,7 +324,7 @@ def _kinds(spec: str) -> list[str]:
 def run(args) -> int:
     from tqdm import tqdm
     try:
-        kinds = _kinds(args.kinds)
+        kinds = parse_kinds(args.kinds)
         photos = held_out_from(args)
         methods = []
         for spec in args.checkpoint or ["DiffV2IQA (bundled)=checkpoints/default"]:

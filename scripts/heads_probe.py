@@ -11,8 +11,9 @@ anchor, the MSE of the crop scores and VCG patch scores to the start's own (`--c
 the bundled default), which keeps the scale and the maps close. With `--mos DIR` (a `python -m iqa synth`
 folder of the training photos' crops) each step also regresses `--mos-batch` crop scores to their
 pseudo-MOS, for calibration across the 25 kinds; `--mos-val DIR` (the same of the held-out photos) prints
-that SRCC after each epoch. After each epoch it prints the levels test on both sets; nothing here changes
-the bundled model.
+that SRCC after each epoch. `--kinds` widens the series beyond the 6 plain kinds (e.g. to the 25 KADID ones);
+the criterion stays on the plain kinds, and the other kinds' mean rho is printed beside it. After each epoch it
+prints the levels test on both sets; nothing here changes the bundled model.
 
     python scripts/heads_probe.py --photos ../shared/pristine --cache runs/heads-probe --epochs 3
 
@@ -32,6 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
@@ -43,7 +45,8 @@ from iqa.checkpoint import read_metadata, save_checkpoint, weights_path  # noqa:
 from iqa.data.datasets import load_dataset  # noqa: E402
 from iqa.data.stream import held_out_photos  # noqa: E402
 from iqa.images import load_image  # noqa: E402
-from iqa.levels import PLAIN_KINDS, MethodLevels, distorted, series_result, summarise, weights_digest  # noqa: E402
+from iqa.levels import (PLAIN_KINDS, MethodLevels, distorted, parse_kinds, series_result, summarise,  # noqa: E402
+                        weights_digest)
 from iqa.metrics import correlations  # noqa: E402
 
 LEVELS = 5
@@ -68,6 +71,15 @@ class Crops:
     vcg: torch.Tensor  # (N, C, g, g) float16
     vda: torch.Tensor  # (N, 4, D)
     mos: torch.Tensor  # (N,)
+
+
+@dataclass
+class ProbeLevels:
+    """The levels test on cached features: the plain kinds' summary (the probe's criterion) and, when the series
+    hold other kinds too, their mean rho."""
+
+    plain: MethodLevels
+    other_rho: float = float("nan")
 
 
 def frozen_digest(path: str | Path) -> str:
@@ -105,15 +117,15 @@ def cache_seconds(paths: list[Path]) -> float | None:
     return sum(json.loads(s.read_text())["seconds"] for s in side) if all(s.is_file() for s in side) else None
 
 
-def build(a: Assessor, photos: list[Path], crops: int, seed: int, path: Path) -> list[Series]:
-    """The series of `photos`, from `path` when cached there."""
+def build(a: Assessor, photos: list[Path], kinds: list[str], crops: int, seed: int, path: Path) -> list[Series]:
+    """The series of `photos`, one per kind in `kinds`, from `path` when cached there."""
     if path.is_file():
         return [Series(**d) for d in torch.load(path, weights_only=True)]
     out, t0 = [], time.time()
     for pi, p in enumerate(photos):
         img = load_image(p).array
         clean = features(a, img, crops)
-        for kind in PLAIN_KINDS:
+        for kind in kinds:
             items = [clean] + [features(a, distorted(img, kind, lv, seed, pi), crops) for lv in range(1, LEVELS + 1)]
             out.append(Series(p.name, kind, torch.stack([v for v, _ in items]), torch.stack([d for _, d in items])))
         print(f"{path.name}: {pi + 1}/{len(photos)} photos, {time.time() - t0:.0f} s", flush=True)
@@ -159,6 +171,11 @@ def _sum(r: MethodLevels) -> float:
     return r.rho + r.adjacent + r.clean_above_level1
 
 
+def kinds_tag(kinds: list[str]) -> str:
+    """The cache names' mark of a kind list: empty for the plain kinds (so that older caches stay valid)."""
+    return "" if kinds == list(PLAIN_KINDS) else "-kinds" + hashlib.sha256(",".join(kinds).encode()).hexdigest()[:8]
+
+
 def heads(a: Assessor, vcg: torch.Tensor, vda: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(crop scores (N,), VCG patch scores (N, g, g)) of the heads on cached features."""
     s1, f1, _ = a.model.vcg(vcg.float())
@@ -166,18 +183,28 @@ def heads(a: Assessor, vcg: torch.Tensor, vda: torch.Tensor) -> tuple[torch.Tens
     return a.cfg.vcg_weight * s1 + a.cfg.vda_weight * s2, f1
 
 
-def levels(a: Assessor, series: list[Series], name: str) -> MethodLevels:
-    """The levels test on cached features (image score = mean of its crops') and one printed line."""
+def levels(a: Assessor, series: list[Series], name: str) -> ProbeLevels:
+    """The levels test on cached features (image score = mean of its crops') and one printed line: the plain
+    kinds' summary, the other kinds' mean rho, then every kind's."""
     a.model.eval()
     with torch.no_grad():
         res = [series_result(s.photo, s.kind, [float(heads(a, s.vcg[i], s.vda[i])[0].mean())
                                                for i in range(LEVELS + 1)]) for s in series]
-    r = summarise(name, res)
+    r = summarise(name, [x for x in res if x.kind in PLAIN_KINDS])
+    other = [x.rho for x in res if x.kind not in PLAIN_KINDS]
+    out = ProbeLevels(r, float(np.mean(other)) if other else float("nan"))
     print(f"{name}: mean rho {r.rho:.3f}, adjacent {r.adjacent:.3f}, clean above level 1 {r.clean_above_level1:.3f}, "
-          f"sum {_sum(r):.3f}; "
-          + ", ".join(f"{k} {v:.3f}" for k, v in r.per_kind.items()),
+          f"sum {_sum(r):.3f}; " + (f"other kinds mean rho {out.other_rho:.3f}; " if other else "")
+          + ", ".join(f"{k} {v:.3f}" for k, v in summarise(name, res).per_kind.items()),
           flush=True)
-    return r
+    return out
+
+
+def passes(r: ProbeLevels, start: ProbeLevels, args) -> bool:
+    """The save criterion: the plain kinds' sum `args.min_gain` above the start's and, with other kinds, their
+    mean rho `args.min_other_gain` above it."""
+    other = np.isnan(start.other_rho) or r.other_rho >= start.other_rho + args.min_other_gain
+    return _sum(r.plain) >= _sum(start.plain) + args.min_gain and bool(other)
 
 
 def card(args, epoch: int, feature_seconds: float | None, train_seconds: float) -> dict:
@@ -198,11 +225,11 @@ def card(args, epoch: int, feature_seconds: float | None, train_seconds: float) 
             "command": shlex.join(["python", "scripts/heads_probe.py", *sys.argv[1:]])}
 
 
-def train(a: Assessor, series: list[Series], held: list[Series], args, start: MethodLevels,
+def train(a: Assessor, series: list[Series], held: list[Series], args, start: ProbeLevels,
           mos: Crops | None = None, mos_held: Crops | None = None, feature_seconds: float | None = None) -> None:
     """`args.epochs` epochs of hinge + anchor (+ pseudo-MOS regression on `mos`) on the heads, the levels test
-    (and the SRCC on `mos_held`) after each; with `args.save`, the model of each epoch whose held-out sum beats
-    `start`'s by `args.min_gain` is saved as a checkpoint."""
+    (and the SRCC on `mos_held`) after each; with `args.save`, the model of each epoch that `passes` on the held-out
+    photos is saved as a checkpoint."""
     m = a.model
     for p in m.parameters():
         p.requires_grad_(False)
@@ -245,7 +272,7 @@ def train(a: Assessor, series: list[Series], held: list[Series], args, start: Me
         r = levels(a, held, f"epoch {epoch + 1}, {args.part} photos")
         if mos_held is not None:
             crop_srcc(a, mos_held, f"epoch {epoch + 1}, {args.part} crops")
-        if args.save and _sum(r) >= _sum(start) + args.min_gain:
+        if args.save and passes(r, start, args):
             where = save_checkpoint(m, Path(args.save) / f"epoch-{epoch + 1}",
                                     card(args, epoch + 1, feature_seconds, trained))
             print(f"saved {where}", flush=True)
@@ -269,8 +296,16 @@ def main() -> int:
     p.add_argument("--series-per-batch", type=int, default=6, help="series a step (1 with --train-crops 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, metavar="DIR",
-                   help="save each epoch's model whose held-out sum beats the start's by --min-gain to DIR/epoch-N")
-    p.add_argument("--min-gain", type=float, default=0.03)
+                   help="save each epoch's model that passes the criterion (--min-gain, --min-other-gain) to DIR/epoch-N")
+    p.add_argument("--min-gain", type=float, default=0.03,
+                   help="save an epoch whose held-out plain-kind sum is this much above the start's")
+    p.add_argument("--min-other-gain", type=float, default=0.0,
+                   help="and, with --kinds beyond the plain ones, whose other kinds' mean rho is this much above")
+    p.add_argument("--kinds", default="plain",
+                   help="kinds of the series: plain, kadid, all or comma-separated names (see `iqa levels`)")
+    p.add_argument("--skip-kinds", default="", help="comma-separated kinds left out of --kinds")
+    p.add_argument("--held-crops", type=int, default=TILE,
+                   help=f"crops per held-out image ({TILE}: whole-image tiles, as `iqa levels --crops 0`)")
     p.add_argument("--mos", default=None, metavar="DIR",
                    help="synth folder of the training photos' crops: regress to their pseudo-MOS")
     p.add_argument("--mos-val", default=None, metavar="DIR",
@@ -283,12 +318,15 @@ def main() -> int:
     a = load(args.checkpoint, device="cpu", fold_batchnorm=False)
     cache = Path(args.cache) / frozen_digest(args.checkpoint or DEFAULT_CHECKPOINT)[:16]
     synth = {"mos": args.mos, "mos_val": args.mos_val}
-    paths = {"train": cache / f"train-crops{args.train_crops}-seed{args.train_seed}.pt",
-             "held": cache / f"{args.part}-tiles-seed0.pt",
+    skip = {k.strip() for k in args.skip_kinds.split(",") if k.strip()}
+    kinds = [k for k in (list(PLAIN_KINDS) if args.kinds == "plain" else parse_kinds(args.kinds)) if k not in skip]
+    held_name = "tiles" if args.held_crops == TILE else f"crops{args.held_crops}"
+    paths = {"train": cache / f"train-crops{args.train_crops}-seed{args.train_seed}{kinds_tag(kinds)}.pt",
+             "held": cache / f"{args.part}-{held_name}-seed0{kinds_tag(kinds)}.pt",
              **{k: cache / f"mos-{_label_digest(d)}.pt" for k, d in synth.items() if d}}
-    series = build(a, held_out_photos(args.photos, "train", args.ratios), args.train_crops, args.train_seed,
+    series = build(a, held_out_photos(args.photos, "train", args.ratios), kinds, args.train_crops, args.train_seed,
                    paths["train"])
-    held = build(a, held_out_photos(args.photos, args.part, args.ratios), TILE, 0, paths["held"])
+    held = build(a, held_out_photos(args.photos, args.part, args.ratios), kinds, args.held_crops, 0, paths["held"])
     mos, mos_held = (build_crops(a, d, paths[k]) if d else None for k, d in synth.items())
     levels(a, series, "start, training photos")
     start = levels(a, held, f"start, {args.part} photos")

@@ -66,3 +66,39 @@ def test_probe_regresses_to_pseudo_mos_crops_and_reports_their_srcc(tmp_path, mo
     assert "start, val crops: SRCC against pseudo-MOS" in out and "epoch 1, val crops: SRCC" in out
     cached = probe.Crops(**torch.load(next((tmp_path / "cache").glob("*/mos-*.pt")), weights_only=True))
     assert cached.mos.tolist() == pytest.approx([0.9, 0.7, 0.5, 0.3])  # as written, not rescaled to 0-1
+
+
+def test_probe_widens_the_series_to_other_kinds_and_keeps_the_criterion_on_the_plain_ones(tmp_path, monkeypatch,
+                                                                                         capsys):
+    probe = load_script("heads_probe")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(5):
+        Image.fromarray(photo(224, 224)).save(photos / f"p{i}.png")
+    start = save_checkpoint(tiny_model(), tmp_path / "start")
+    _run(probe, monkeypatch, ["--photos", str(photos), "--checkpoint", str(start), "--cache", str(tmp_path / "cache"),
+                              "--ratios", "3:1:1", "--train-crops", "1", "--held-crops", "1", "--epochs", "0",
+                              "--kinds", "blur,jpeg,white_noise", "--skip-kinds", "white_noise"])
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("start, val photos"))
+    assert "other kinds mean rho" in line and "jpeg " in line and "white_noise" not in line
+    cached = sorted(p.name for p in (tmp_path / "cache").glob("*/*.pt"))
+    assert cached == [f"train-crops1-seed100{probe.kinds_tag(['blur', 'jpeg'])}.pt",
+                      f"val-crops1-seed0{probe.kinds_tag(['blur', 'jpeg'])}.pt"]
+    assert probe.kinds_tag(list(probe.PLAIN_KINDS)) == ""  # the plain kinds keep the older caches' names
+    series = [probe.Series(**d) for d in torch.load(tmp_path / "cache" / next(
+        (tmp_path / "cache").iterdir()).name / cached[0], weights_only=True)]
+    assert {s.kind for s in series} == {"blur", "jpeg"} and len(series) == 6
+
+
+def test_save_criterion_asks_the_other_kinds_to_gain_only_when_there_are_some():
+    probe = load_script("heads_probe")
+    args = probe.argparse.Namespace(min_gain=-0.02, min_other_gain=0.02)
+
+    def at(total: float, other: float = float("nan")):
+        return probe.ProbeLevels(probe.MethodLevels("m", total / 3, {}, total / 3, 0.0, total / 3, 1), other)
+
+    assert probe.passes(at(2.59), at(2.60), args) and not probe.passes(at(2.57), at(2.60), args)
+    assert probe.passes(at(2.60, 0.83), at(2.60, 0.80), args)
+    assert not probe.passes(at(2.60, 0.81), at(2.60, 0.80), args)  # the other kinds gained too little
+    assert not probe.passes(at(2.50, 0.90), at(2.60, 0.80), args)  # the plain kinds lost too much
