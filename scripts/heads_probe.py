@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -249,7 +250,8 @@ def train(a: Assessor, series: list[Series], held: list[Series], args, start: Pr
     for epoch in range(args.epochs):
         m.vcg.train(), m.vda.train()
         order, t0 = torch.randperm(len(series), generator=gen).tolist(), time.time()
-        for b in range(0, len(order), args.series_per_batch):
+        steps = range(0, len(order), args.series_per_batch)
+        for b in tqdm(steps, desc=f"epoch {epoch + 1}", unit="step", mininterval=30, file=sys.stdout):
             idx = order[b:b + args.series_per_batch]
             s, f = heads(a, torch.cat([series[i].vcg.flatten(0, 1) for i in idx]),
                          torch.cat([series[i].vda.flatten(0, 1) for i in idx]))
@@ -296,7 +298,7 @@ def main() -> int:
     p.add_argument("--series-per-batch", type=int, default=6, help="series a step (1 with --train-crops 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, metavar="DIR",
-                   help="save each epoch's model that passes the criterion (--min-gain, --min-other-gain) to DIR/epoch-N")
+                   help="save each epoch's model that passes (--min-gain, --min-other-gain) to DIR/epoch-N")
     p.add_argument("--min-gain", type=float, default=0.03,
                    help="save an epoch whose held-out plain-kind sum is this much above the start's")
     p.add_argument("--min-other-gain", type=float, default=0.0,
@@ -313,13 +315,18 @@ def main() -> int:
     p.add_argument("--mos-weight", type=float, default=1.0)
     p.add_argument("--mos-batch", type=int, default=32, help="pseudo-MOS crops a step")
     args = p.parse_args()
+    try:
+        skip = set(parse_kinds(args.skip_kinds)) if args.skip_kinds else set()
+        kinds = [k for k in (list(PLAIN_KINDS) if args.kinds == "plain" else parse_kinds(args.kinds)) if k not in skip]
+    except ValueError as err:
+        p.error(str(err))
+    if not kinds:
+        p.error(f"--skip-kinds {args.skip_kinds} leaves none of --kinds {args.kinds}")
     torch.set_num_threads(2)
     torch.manual_seed(args.seed)
     a = load(args.checkpoint, device="cpu", fold_batchnorm=False)
     cache = Path(args.cache) / frozen_digest(args.checkpoint or DEFAULT_CHECKPOINT)[:16]
     synth = {"mos": args.mos, "mos_val": args.mos_val}
-    skip = {k.strip() for k in args.skip_kinds.split(",") if k.strip()}
-    kinds = [k for k in (list(PLAIN_KINDS) if args.kinds == "plain" else parse_kinds(args.kinds)) if k not in skip]
     held_name = "tiles" if args.held_crops == TILE else f"crops{args.held_crops}"
     paths = {"train": cache / f"train-crops{args.train_crops}-seed{args.train_seed}{kinds_tag(kinds)}.pt",
              "held": cache / f"{args.part}-{held_name}-seed0{kinds_tag(kinds)}.pt",

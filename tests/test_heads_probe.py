@@ -102,3 +102,15 @@ def test_save_criterion_asks_the_other_kinds_to_gain_only_when_there_are_some():
     assert probe.passes(at(2.60, 0.83), at(2.60, 0.80), args)
     assert not probe.passes(at(2.60, 0.81), at(2.60, 0.80), args)  # the other kinds gained too little
     assert not probe.passes(at(2.50, 0.90), at(2.60, 0.80), args)  # the plain kinds lost too much
+
+
+@pytest.mark.parametrize("flags, said", [(["--kinds", "blurr"], "unknown blurr"),
+                                         (["--skip-kinds", "blurr"], "unknown blurr"),
+                                         (["--kinds", "blur", "--skip-kinds", "blur"], "leaves none")])
+def test_probe_refuses_unknown_or_emptied_kinds_before_loading_anything(tmp_path, monkeypatch, capsys, flags, said):
+    probe = load_script("heads_probe")
+    monkeypatch.setattr(probe, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    monkeypatch.setattr(sys, "argv", ["heads_probe.py", "--photos", str(tmp_path), *flags])
+    with pytest.raises(SystemExit) as exit_:
+        probe.main()
+    assert exit_.value.code == 2 and said in capsys.readouterr().err
