@@ -6,6 +6,7 @@ every crop back onto the image's token grid.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -161,9 +162,13 @@ class Assessor:
             self.model.to_channels_last()
         self.cfg: ModelConfig = model.cfg
         self.card = card or {}
-        # a weight head that gives every crop one and the same map says nothing about an image (PatchMaps)
-        self.vcg_weights_fixed = model.fixed_vcg_weights() is not None
         self._recent: OrderedDict[tuple, Assessment] = OrderedDict()
+
+    @functools.cached_property
+    def vcg_weights_fixed(self) -> bool:
+        """Whether the VCG weight head gives every crop one and the same map, which says nothing about an image
+        (PatchMaps.weight_fixed). Probed on the first assessment, not at construction: it runs the backbones."""
+        return self.model.fixed_vcg_weights() is not None
 
     def autocast(self, stage: str):
         """bf16 autocast for `stage` when it is one of `self.bf16`, else a no-op context."""

@@ -114,7 +114,7 @@ class DiffV2IQA(nn.Module):
         The probes are four generated crops (smooth gradient, fine noise, flat blocks, stripes), each as
         every state: a weight head that gives all of them one map weighs a patch by its place in the crop,
         not by what it shows, so that map is no explanation of an image."""
-        if self.vcg is None:
+        if self.vcg is None or self.backbone is None:
             return None
         c = self.cfg.crop
         p = next(self.parameters())
@@ -125,15 +125,20 @@ class DiffV2IQA(nn.Module):
         blocks = torch.rand(3, c // PROBE_BLOCK, c // PROBE_BLOCK, generator=g).repeat_interleave(
             PROBE_BLOCK, 1).repeat_interleave(PROBE_BLOCK, 2) * 2 - 1
         stripes = torch.sign(torch.sin((ramp[None, :] + ramp[:, None]) * 20)).expand(3, c, c)
-        x = torch.stack([smooth, noise, blocks, stripes])
-        states = x[:, None].expand(-1, N_STATES, -1, -1, -1).to(p.device, p.dtype)
         was_training = self.training
         self.eval()
         try:
-            w = self.vcg(self.features(states).vcg)[2].float()
+            first = None
+            for x in (smooth, noise, blocks, stripes):  # one at a time: a head that reads its input stops at two
+                maps, _ = self.backbone(((x[None].to(p.device, p.dtype) + 1) / 2 - self.mean) / self.std, maps=True)
+                w = self.vcg(self.vcg.select([maps] * N_STATES))[2][0].float()  # the crop as every state
+                if first is None:
+                    first = w
+                elif not bool(((w - first).abs() <= WEIGHT_TOLERANCE).all()):
+                    return None
         finally:
             self.train(was_training)
-        return w[0].cpu() if bool(((w - w[:1]).abs() <= WEIGHT_TOLERANCE).all()) else None
+        return first.cpu()
 
     def backbone_input(self, states: torch.Tensor) -> tuple[torch.Tensor, int]:
         """states (B, 4, 3, h, w) in [-1, 1] -> normalised backbone input (nB, 3, h, w) and n, the

@@ -39,7 +39,7 @@ from iqa.training import JsonlLog, atomic_save, load_state, moving_average, seed
 
 STATE = "state.pt"
 LOG = "log.jsonl"
-LOG_EVERY = 10  # steps between log lines
+LOG_EVERY = 10  # steps between log lines (and the first step of a run)
 LOSSES = ("both", "rank", "mse")
 DIFFUSION_IN = ("workers", "trainer")
 NOISE_SEED_STRIDE = 1_000_003  # the trainer's diffusion noise is seeded by seed * stride + the step it resumes from
@@ -336,7 +336,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
                 window.append((stats, busy + time.time() - t0))
                 progress.update(step=step, images=progress["images"] + stats.images,
                                 hours=hours0 + (time.time() - t_run) / 3600)
-                if step % LOG_EVERY == 0 or step == cfg.steps:
+                if step % LOG_EVERY == 0 or step in (start + 1, cfg.steps):  # the first: a slow CPU shows it runs
                     _log(log, say, window, progress, stream.made, cfg.steps)
                     window = []
                 now = time.time()
@@ -349,7 +349,7 @@ def train(cfg: RankConfig, out: str | Path, say=print) -> Path:
                     save(out / "snapshots" / f"step-{step}")
                     last_snap = now
                 if out_of_time:
-                    if step % LOG_EVERY:
+                    if window:  # steps since the last log line
                         _log(log, say, window, progress, stream.made, cfg.steps)
                     say(f"stopped after {cfg.max_minutes:g} min at step {step}; the same command resumes")
                     break

@@ -187,6 +187,7 @@ def assert_one_line(page, selector: str, at_least: int = 1) -> None:
 
 
 def check_batch(page, bad: Path) -> None:
+    fast_settings(page)
     open_tab(page, "Batch")
     page.locator("#iqa-batch-files input[type=file]").set_input_files([*example_images(), str(bad)])
     page.get_by_role("button", name="Assess all").click()

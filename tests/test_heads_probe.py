@@ -21,7 +21,7 @@ def test_probe_trains_only_the_heads_saves_and_reuses_its_cache(tmp_path, monkey
     photos.mkdir()
     monkeypatch.setattr(probe, "PLAIN_KINDS", {k: probe.PLAIN_KINDS[k] for k in ("blur",)})
     for i in range(5):  # 3:1:1 -> 3 training photos, 1 validation photo
-        Image.fromarray(photo(224 + 40 * i, 224)).save(photos / f"p{i}.png")  # 1 or 2 tiles
+        Image.fromarray(photo(224 + 40 * (i % 2), 224)).save(photos / f"p{i}.png")  # 1 or 2 tiles
     start = save_checkpoint(tiny_model(), tmp_path / "start")
     argv = ["--photos", str(photos), "--checkpoint", str(start), "--cache", str(tmp_path / "cache"),
             "--ratios", "3:1:1", "--train-crops", "0", "--epochs", "1", "--save", str(tmp_path / "saved"),
