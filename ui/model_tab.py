@@ -70,6 +70,8 @@ WHAT_IT_IS = ("DiffV2IQA scores an image without a reference, 0–1, higher = be
               "the differences between the image and each state, per crop. The final score is their weighted sum (Fusion, below).")
 LIMITS = ("- Scores are learned from full-reference pseudo-MOS labels of synthetic distortions, not from human "
           "opinions: compare images with each other rather than reading a score as an opinion.\n"
+          "- The mildest level of a distortion can score at or above the clean photo, most often light blur, "
+          "resampling or noise on smooth or grainy photos: the held-out results count it under \"clean > level 1\".\n"
           "- By default 224 px tiles cover the whole image; with Crops > 0 the score rests on the crops it analyses "
           "(Inspect shows which).\n"
           "- On a 2-core CPU a 512×384 image takes about half a second, and the time grows with the image's area; "

@@ -333,6 +333,16 @@ class _WorkerArgs:
     seed: list[int] = field(default_factory=list)
 
 
+def worker_context(module: str):
+    """A multiprocessing context whose workers start without importing torch and `module` again: a fork
+    server that preloaded them (spawn where there is none). Fork itself is unsafe once torch's threads run."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([module])
+    return ctx
+
+
 def _worker(args: _WorkerArgs, out: mp.Queue) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -372,7 +382,7 @@ class SeriesStream:
         self.rng = np.random.default_rng([cfg.seed, start, 1 << 20])
         self.buffer: list[Series] = []
         self.made = 0
-        ctx = mp.get_context("spawn")
+        ctx = worker_context(__name__)
         self.queue = ctx.Queue(maxsize=QUEUE_SERIES * max(1, cfg.workers))
         dcfg = dstate = None
         if diffusion is not None:
