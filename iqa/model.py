@@ -130,7 +130,7 @@ class DiffV2IQA(nn.Module):
         try:
             first = None
             for x in (smooth, noise, blocks, stripes):  # one at a time: a head that reads its input stops at two
-                maps, _ = self.backbone(((x[None].to(p.device, p.dtype) + 1) / 2 - self.mean) / self.std, maps=True)
+                maps, _ = self.backbone(self.normalise(x[None].to(p.device, p.dtype)), maps=True)
                 w = self.vcg(self.vcg.select([maps] * N_STATES))[2][0].float()  # the crop as every state
                 if first is None:
                     first = w
@@ -140,11 +140,15 @@ class DiffV2IQA(nn.Module):
             self.train(was_training)
         return first.cpu()
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, h, w) in [-1, 1] -> the backbones' normalised input."""
+        return ((x + 1) / 2 - self.mean) / self.std
+
     def backbone_input(self, states: torch.Tensor) -> tuple[torch.Tensor, int]:
         """states (B, 4, 3, h, w) in [-1, 1] -> normalised backbone input (nB, 3, h, w) and n, the
         states per crop that need a pass: 4, or 1 without diffusion (every state is x)."""
         n = N_STATES if self.cfg.use_diffusion else 1
-        return ((states[:, :n].flatten(0, 1) + 1) / 2 - self.mean) / self.std, n
+        return self.normalise(states[:, :n].flatten(0, 1)), n
 
     def features(self, states: torch.Tensor) -> Features:
         b = states.shape[0]
