@@ -27,6 +27,7 @@ from iqa.data.plain import PLAIN_KINDS, all_kinds, blur, contrast, jpeg, noise
 from iqa.data.splits import split_groups
 from iqa.data.pseudo_mos import pseudo_mos
 from iqa.data.sources import find_sources
+from iqa.data.workers import worker_context
 from iqa.images import load_image
 
 DISTORT_MARGIN = 16  # px distorted around the crop and cut off, so filters see real content at the edges
@@ -331,16 +332,6 @@ class _WorkerArgs:
     steps: int | None
     keep_steps: tuple[int, int] | None
     seed: list[int] = field(default_factory=list)
-
-
-def worker_context(module: str):
-    """A multiprocessing context whose workers start without importing torch and `module` again: a fork
-    server that preloaded them (spawn where there is none). Fork itself is unsafe once torch's threads run."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([module])
-    return ctx
 
 
 def _worker(args: _WorkerArgs, out: mp.Queue) -> None:

@@ -23,7 +23,6 @@ import csv
 import io
 import json
 import math
-import multiprocessing
 import os
 import re
 import sys
@@ -43,6 +42,7 @@ from tqdm import tqdm
 from iqa.data.distortions import KINDS, LEVELS
 from iqa.data.pseudo_mos import METRICS, ensemble_mos, pseudo_mos
 from iqa.data.sources import Source, SourceError, find_sources
+from iqa.data.workers import worker_context
 from iqa.images import ImageError, load_image
 
 SYNTH_VERSION = 1  # bump when distortions or crops change, so old output folders are not mixed in
@@ -307,7 +307,7 @@ def _init_worker() -> None:
 
 
 class _Runner:
-    """Runs stage functions in-process (workers == 1) or in a spawn-based process pool."""
+    """Runs stage functions in-process (workers == 1) or in a pool of worker processes (`worker_context`)."""
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -316,7 +316,7 @@ class _Runner:
     def __enter__(self):
         if self.workers > 1:
             self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_init_worker,
-                                            mp_context=multiprocessing.get_context("spawn"))
+                                            mp_context=worker_context(__name__))
         else:
             self._threads = (torch.get_num_threads(), cv2.getNumThreads())
             _init_worker()
