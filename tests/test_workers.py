@@ -9,7 +9,7 @@ from iqa.data.distortions import to_uint8
 from iqa.data.workers import worker_context
 
 
-def test_workers_fork_from_a_preloading_server_and_compute_as_in_process():
+def test_workers_start_from_a_fork_server_and_compute_as_in_process():
     ctx = worker_context("iqa.data.distortions")
     if sys.platform.startswith("linux"):
         assert ctx.get_start_method() == "forkserver"
