@@ -1,11 +1,12 @@
-# Two entry points: `make run` (the app on the bundled checkpoint) and `make test` (the whole suite).
+# Two entry points: `make run` (the app on the bundled checkpoint) and `make test` (the whole suite);
+# `make lint` checks the code's style (ruff) and CI runs it first.
 # Both create .venv and install requirements.txt on first use; later runs reuse it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test benchmark browser
+.PHONY: install run test lint benchmark browser
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ browser:
 
 test: install browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 benchmark: install
 	$(PY) -m iqa benchmark --preset lite

@@ -27,7 +27,8 @@ def jpeg(img: Image.Image, quality: int) -> bytes:
 
 def main() -> None:
     clean = Image.fromarray(chelsea())
-    noisy = np.asarray(clean, np.float64) + np.random.default_rng(NOISE_SEED).normal(0, NOISE_SIGMA, (*clean.size[::-1], 3))
+    rng = np.random.default_rng(NOISE_SEED)
+    noisy = np.asarray(clean, np.float64) + rng.normal(0, NOISE_SIGMA, (*clean.size[::-1], 3))
     outputs = {
         "chelsea_clean.jpg": jpeg(clean, CLEAN_QUALITY),
         "chelsea_blur.jpg": jpeg(clean.filter(ImageFilter.GaussianBlur(BLUR_RADIUS)), CLEAN_QUALITY),

@@ -123,7 +123,8 @@ class DualHead(nn.Module):
         if score_activation not in SCORE_ACTIVATIONS:
             raise ValueError(f"score activation {score_activation!r}: choose one of {', '.join(SCORE_ACTIVATIONS)}")
         self.score = score_mlp(dim, dropout, score_activation, score_norm)
-        self.weight = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, 1), nn.Sigmoid())
+        self.weight = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout),
+                                    nn.Linear(dim, 1), nn.Sigmoid())
         # Start the score inside the label range so the final ReLU is not dead for every token.
         nn.init.constant_(self.score[-2].bias, self.INIT_SCORE)
 

@@ -149,7 +149,8 @@ class Backbone(nn.Module):
         self.indices = list(cfg.indices)
         n = len(self.model.feature_info)
         if not all(0 <= i < n for i in self.indices):
-            raise ValueError(f"backbone {cfg.name} has intermediates 0..{n - 1}; indices {cfg.indices} are out of range")
+            raise ValueError(f"backbone {cfg.name} has intermediates 0..{n - 1}; "
+                             f"indices {cfg.indices} are out of range")
         self.channels = [self.model.feature_info[i]["num_chs"] for i in self.indices]
         self.num_classes = self.model.num_classes
         self.num_features = self.model.num_features

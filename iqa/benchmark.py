@@ -213,7 +213,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--series", type=int, default=3, help="with --train: ranked series (10 crops each) per step")
     p.add_argument("--repeats", type=int, default=None,
                    help=f"timed runs (default {DEFAULT_REPEATS}; with --train: timed steps per mode, default 3)")
-    p.add_argument("--modes", nargs="+", choices=TRAIN_MODES, default=list(TRAIN_MODES), help="with --train: what to time")
+    p.add_argument("--modes", nargs="+", choices=TRAIN_MODES, default=list(TRAIN_MODES),
+                   help="with --train: what to time")
     p.set_defaults(func=run)
 
 

@@ -156,7 +156,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoint folder (e.g. runs/lite/best)")
     p.add_argument("--report", default=None, help="JSON written by `python -m iqa report --json`")
     p.add_argument("--levels", default=None, help="levels.json written by `python -m iqa levels` (the default's gate)")
-    p.add_argument("--levels-method", default=None, help="its row for this checkpoint (default: the first checkpoint row)")
+    p.add_argument("--levels-method", default=None,
+                   help="its row for this checkpoint (default: the first checkpoint row)")
     p.add_argument("--out", default=str(DEFAULT_CHECKPOINT), help="destination folder (default: checkpoints/default)")
     p.add_argument("--diffusion-on", default=None, choices=RESTORE_ON,
                    help="where the bundled model's diffusion runs (default: the checkpoint's setting); "

@@ -40,7 +40,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m iqa", description="DiffV2IQA: no-reference image quality assessment")
+    parser = argparse.ArgumentParser(prog="python -m iqa",
+                                     description="DiffV2IQA: no-reference image quality assessment")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -140,7 +140,8 @@ class Diffusion(nn.Module):
         _check_images("x0 (reference)", x0)
         _check_images("cond (distorted)", cond)
         if x0.shape != cond.shape:
-            raise ValueError(f"reference and distorted batches differ in shape: {tuple(x0.shape)} vs {tuple(cond.shape)}")
+            raise ValueError("reference and distorted batches differ in shape: "
+                             f"{tuple(x0.shape)} vs {tuple(cond.shape)}")
         if self.cfg.target == "residual":
             x0 = x0 - cond
         b = x0.shape[0]

@@ -126,7 +126,8 @@ def load_image(src, name: str | None = None, max_side: int = MAX_SIDE) -> Loaded
         except ImageError:
             raise
         except (UnidentifiedImageError, Image.DecompressionBombError):
-            raise ImageError(f"{name}: not a readable image (or too large). Use PNG, JPEG, BMP, TIFF or WebP.") from None
+            raise ImageError(f"{name}: not a readable image (or too large). "
+                             "Use PNG, JPEG, BMP, TIFF or WebP.") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise ImageError(f"{name}: image data is damaged or truncated ({e}). Re-export the file.") from None
     if getattr(img, "is_animated", False):  # not n_frames: that would decode every frame

@@ -286,7 +286,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "ablations; the first is the main model)")
     p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="add BRISQUE and NIQE")
     p.add_argument("--checkpoint", default=None, help="main checkpoint, for the restoration table")
-    p.add_argument("--cache", default=None, help="the --cache folder the training used (its diffusion outputs are read)")
+    p.add_argument("--cache", default=None,
+                   help="the --cache folder the training used (its diffusion outputs are read)")
     p.add_argument("--crops", type=int, default=EVAL_CROPS,
                    help="the --crops the training used (its restorations in --cache are keyed on it)")
     p.add_argument("--out", default="docs/RESULTS.md",
@@ -329,12 +330,13 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+    command = "python -m iqa report" + (" " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["report"] else "")
     meta = {"dataset": _shown(ds.root), "split_file": args.split_file, "split_index": args.split_index,
             "n_test": len(records), "n_groups": len({r.group for r in records}),
             "monotone_kinds": len(monotone_kinds(records, ds.relative)),
             "kind_level_oracle_srcc": kind_level_oracle(splits.part(args.split_index, "train"), records),
             "n_kinds": len({str(r.extra["distortion"]) for r in records if "distortion" in r.extra}),
-            "command": "python -m iqa report " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["report"] else "python -m iqa report"}
+            "command": command}
     out.parent.mkdir(parents=True, exist_ok=True)
     checks = acceptance(methods)
     out.write_text(render(methods, rest, meta))

@@ -82,8 +82,9 @@ class RestorationChange:
 class Assessment:
     """Everything one `Assessor.assess` call produced for one image.
 
-    score = vcg_weight * s1 + vda_weight * s2 (1 and 1: the paper's plain sum). Scores are on the scale of the training labels: [0, 1], higher =
-    better. `restored` and states are whole-image arrays (H, W, 3) uint8 at the analysed size.
+    score = vcg_weight * s1 + vda_weight * s2 (1 and 1: the paper's plain sum). Scores are on the scale of the
+    training labels: [0, 1], higher = better. `restored` and states are whole-image arrays (H, W, 3) uint8 at
+    the analysed size.
     """
 
     score: float

@@ -181,10 +181,16 @@ def measure(diffusion, bank: PairBank, device: torch.device, seed: int,
     size = min(VAL_CROP, *(min(d.shape[:2]) for d, _ in bank.pairs))
     dist = torch.stack([torch.from_numpy(centre(d, size).copy()) for d, _ in bank.pairs])
     ref = torch.stack([torch.from_numpy(centre(bank.refs[k], size).copy()) for _, k in bank.pairs])
-    to_t = lambda a: a.permute(0, 3, 1, 2).float().to(device) / 127.5 - 1  # noqa: E731
+
+    def to_t(a: torch.Tensor) -> torch.Tensor:  # (N, h, w, 3) uint8 -> (N, 3, h, w) in [-1, 1]
+        return a.permute(0, 3, 1, 2).float().to(device) / 127.5 - 1
+
     gen = torch.Generator(device=device).manual_seed(seed)
     r = diffusion.restore(to_t(dist), generator=gen)
-    as01 = lambda t: ((t.float() + 1) / 2).clamp(0, 1).cpu()  # noqa: E731
+
+    def as01(t: torch.Tensor) -> torch.Tensor:  # [-1, 1] -> [0, 1] on the CPU
+        return ((t.float() + 1) / 2).clamp(0, 1).cpu()
+
     d01, r01, y01 = as01(to_t(dist)), as01(to_t(ref)), as01(r.y0)
     p_d = piq.psnr(d01, r01, reduction="none")
     p_y = piq.psnr(y01, r01, reduction="none")
@@ -295,7 +301,8 @@ def train_diffusion(opts: DiffusionTrainOptions) -> RestorationQuality:
         print(f"resuming {out} from step {tr.step}", file=sys.stderr)
     net = diffusion
     if dist_info.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(diffusion, device_ids=[device.index] if device.type == "cuda" else None)
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(diffusion, device_ids=ids)
     if dist_info.main:
         (out / "options.json").parent.mkdir(parents=True, exist_ok=True)
         (out / "options.json").write_text(json.dumps(asdict(opts), indent=2))
@@ -354,7 +361,8 @@ def _eval_module(diffusion, ema):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train-diffusion", help="train the diffusion restoration network on (distorted, reference) pairs",
+    p = sub.add_parser("train-diffusion",
+                       help="train the diffusion restoration network on (distorted, reference) pairs",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = DiffusionTrainOptions(data="")
     p.add_argument("--data", required=True, help="dataset folder")
@@ -374,7 +382,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=PAPER_TRAINING["crop"], help="training crop side (as in the paper)")
     p.add_argument("--lr", type=float, default=PAPER_TRAINING["lr"], help="Adam learning rate (as in the paper)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=None,
-                   help="learning-rate schedule (default: constant for --preset paper, as in the paper; cosine otherwise)")
+                   help="learning-rate schedule "
+                        "(default: constant for --preset paper, as in the paper; cosine otherwise)")
     p.add_argument("--ema", type=float, default=d.ema, help="EMA decay, e.g. 0.999 (0 = off)")
     p.add_argument("--save-every", type=int, default=d.save_every,
                    help="steps between resumable states (0: at the end only)")

@@ -65,7 +65,7 @@ class RankConfig:
     free_from_block: int | None = 4
     lr_backbone: float = 1e-4
     lr_heads: float = 1e-3
-    lr_patch_head: float = 0.0  # own rate of the VCG per-patch score MLP (a revived one starts from scratch); 0: lr_heads
+    lr_patch_head: float = 0.0  # own rate of the VCG per-patch score MLP (a revived one starts afresh); 0: lr_heads
     weight_decay: float = 1e-4
     warmup_steps: int = 0  # learning rates ramp up linearly over these steps (a fresh optimiser on trained weights)
     decay_steps: int = 0  # after the warm-up, rates fall along a cosine to lr_floor x base at this step; 0: constant
@@ -73,7 +73,7 @@ class RankConfig:
     ema: float = 0.0  # checkpoints hold a moving average of the weights, this decay per step; 0: the weights
     loss: str = "both"
     margin: float = 0.05
-    clean_weight: float = 1.0  # weight of the pairs "clean above a distortion" in the hinge (mild levels: the hard ones)
+    clean_weight: float = 1.0  # weight of the pairs "clean above a distortion" in the hinge (mild levels are hard)
     mse_weight: float = 0.5
     local_weight: float = 0.0  # weight of the MSE of the VCG patch scores to the local quality maps
     revive_vcg: bool = False  # restart the VCG score layer as a sigmoid (patch scores on 0-1) when a run starts
@@ -106,7 +106,8 @@ class RankConfig:
         if not self.clean_weight > 0:
             raise RankError(f"--clean-weight {self.clean_weight}: must be > 0 (1 weighs every pair alike)")
         if self.accumulate < 1 or self.series_per_batch < 1:
-            raise RankError(f"--series-per-batch {self.series_per_batch}, --accumulate {self.accumulate}: each at least 1")
+            raise RankError(f"--series-per-batch {self.series_per_batch}, --accumulate {self.accumulate}: "
+                            "each at least 1")
         if self.decay_steps and (self.decay_steps <= self.warmup_steps or not 0 <= self.lr_floor <= 1):
             raise RankError(f"--decay-steps {self.decay_steps}, --lr-floor {self.lr_floor}: the decay must end after "
                             f"the warm-up (--warmup-steps {self.warmup_steps}) at a floor from 0 to 1")
@@ -442,8 +443,10 @@ def _add_stream_options(p: argparse.ArgumentParser, s: StreamConfig) -> None:
     p.add_argument("--base-contrast", type=float, nargs=2, default=s.base_contrast, metavar=("LOW", "HIGH"),
                    help="range of the contrast gain (toward the mean) of a base")
     p.add_argument("--retone-share", type=float, default=s.retone_share,
-                   help="chance that a series' photo is first re-toned (gamma, saturation): a new clean crop and reference")
-    p.add_argument("--gamma", type=float, nargs=2, default=s.gamma, metavar=("LOW", "HIGH"), help="range of a re-toning gamma")
+                   help="chance that a series' photo is first re-toned (gamma, saturation): "
+                        "a new clean crop and reference")
+    p.add_argument("--gamma", type=float, nargs=2, default=s.gamma, metavar=("LOW", "HIGH"),
+                   help="range of a re-toning gamma")
     p.add_argument("--saturation", type=float, nargs=2, default=s.saturation, metavar=("LOW", "HIGH"),
                    help="range of a re-toning saturation factor")
     p.add_argument("--plain-share", type=float, default=None,
@@ -480,7 +483,8 @@ def _config(args) -> RankConfig:
                       free_from_block=None if args.free_from_block < 0 else args.free_from_block,
                       lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
                       lr_patch_head=args.lr_patch_head, weight_decay=args.weight_decay,
-                      warmup_steps=args.warmup_steps, decay_steps=args.decay_steps, lr_floor=args.lr_floor, ema=args.ema,
+                      warmup_steps=args.warmup_steps, decay_steps=args.decay_steps, lr_floor=args.lr_floor,
+                      ema=args.ema,
                       loss=args.loss, margin=args.margin, clean_weight=args.clean_weight, mse_weight=args.mse_weight,
                       local_weight=args.local_weight, revive_vcg=args.revive_vcg, local_skip=args.local_skip,
                       save_every_min=args.save_every_min, max_minutes=args.max_minutes,

@@ -17,9 +17,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from iqa.assess import load  # noqa: E402
-from iqa.benchmark import test_image  # noqa: E402
-from iqa.score import parse_bf16  # noqa: E402
+from iqa.assess import load
+from iqa.benchmark import test_image
+from iqa.score import parse_bf16
 
 
 def main(argv=None) -> int:

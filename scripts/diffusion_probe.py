@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from iqa.diffusion import Diffusion  # noqa: E402
-from iqa.schedule import alpha_bars  # noqa: E402
-from iqa.train_diffusion import (DiffusionTrainOptions, PairBank, build_model, kind_names,  # noqa: E402
+from iqa.diffusion import Diffusion
+from iqa.schedule import alpha_bars
+from iqa.train_diffusion import (DiffusionTrainOptions, PairBank, build_model, kind_names,
                                  of_kinds, pair_records)
 
 PEAK_SQUARED = 4.0  # images in [-1, 1]: peak-to-peak range 2

@@ -28,12 +28,12 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from iqa.assess import to_tensor  # noqa: E402
-from iqa.backbones import Backbone, map_statistics  # noqa: E402
-from iqa.config import lite  # noqa: E402
-from iqa.data.splits import load_splits  # noqa: E402
-from iqa.images import load_image  # noqa: E402
-from iqa.metrics import correlations  # noqa: E402
+from iqa.assess import to_tensor
+from iqa.backbones import Backbone, map_statistics
+from iqa.config import lite
+from iqa.data.splits import load_splits
+from iqa.images import load_image
+from iqa.metrics import correlations
 
 RIDGE_STRENGTHS = (1.0, 10.0, 100.0, 1000.0, 10000.0)
 BATCH = 32

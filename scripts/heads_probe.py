@@ -41,14 +41,14 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from iqa.assess import DEFAULT_CHECKPOINT, TILE, Assessor, crop_boxes, load, to_tensor  # noqa: E402
-from iqa.checkpoint import read_metadata, save_checkpoint, weights_path  # noqa: E402
-from iqa.data.datasets import load_dataset  # noqa: E402
-from iqa.data.stream import held_out_photos  # noqa: E402
-from iqa.images import load_image  # noqa: E402
-from iqa.levels import (PLAIN_KINDS, MethodLevels, distorted, parse_kinds, series_result, summarise,  # noqa: E402
+from iqa.assess import DEFAULT_CHECKPOINT, TILE, Assessor, crop_boxes, load, to_tensor
+from iqa.checkpoint import read_metadata, save_checkpoint, weights_path
+from iqa.data.datasets import load_dataset
+from iqa.data.stream import held_out_photos
+from iqa.images import load_image
+from iqa.levels import (PLAIN_KINDS, MethodLevels, distorted, parse_kinds, series_result, summarise,
                         weights_digest)
-from iqa.metrics import correlations  # noqa: E402
+from iqa.metrics import correlations
 
 LEVELS = 5
 CHUNK = 256  # crops a forward pass when scoring cached features

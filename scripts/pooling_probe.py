@@ -29,11 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from iqa.data.plain import PLAIN_KINDS, all_kinds  # noqa: E402
-from iqa.data.stream import StreamConfig, training_photos  # noqa: E402
-from iqa.images import load_image  # noqa: E402
-from iqa.levels import MethodLevels, distorted, series_result, summarise  # noqa: E402
-from iqa.localise import DAMAGES, SIDES, damage  # noqa: E402
+from iqa.data.plain import PLAIN_KINDS, all_kinds
+from iqa.data.stream import StreamConfig, training_photos
+from iqa.images import load_image
+from iqa.levels import MethodLevels, distorted, series_result, summarise
+from iqa.localise import DAMAGES, SIDES, damage
 
 
 def pooled(crop_scores: list[float], keep: float) -> float:

@@ -26,11 +26,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from iqa.assess import Assessor, load  # noqa: E402
-from iqa.data.plain import PLAIN_KINDS  # noqa: E402
-from iqa.data.stream import StreamConfig, training_photos  # noqa: E402
-from iqa.images import load_image  # noqa: E402
-from iqa.levels import distorted  # noqa: E402
+from iqa.assess import Assessor, load
+from iqa.data.plain import PLAIN_KINDS
+from iqa.data.stream import StreamConfig, training_photos
+from iqa.images import load_image
+from iqa.levels import distorted
 
 PROBE_LEVELS = (1, 3, 5)
 

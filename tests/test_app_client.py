@@ -43,7 +43,8 @@ def test_assess_example_returns_scores_and_images(client):
     with Image.open(overlay) as im:
         assert im.size == tuple(numbers["size"])
     assert len(pair) == 2 and all(Path(p).is_file() for p in pair)
-    assert "restoration changed" in restoration and len(gallery) == 4 and all(Path(g["image"]).is_file() for g in gallery)
+    assert "restoration changed" in restoration and len(gallery) == 4
+    assert all(Path(g["image"]).is_file() for g in gallery)
     assert "σ=" in gallery[-2]["caption"] and "y0|" in gallery[-1]["caption"]
     for path in [overlay, *pair, *(g["image"] for g in gallery)]:  # lossless views, at the analysed size
         with Image.open(path) as im:

@@ -13,8 +13,8 @@ def _help(command: str, capsys) -> str:
 
 def test_every_module_registers_a_command():
     commands = {a.dest for a in build_parser()._subparsers._group_actions[0]._choices_actions}
-    assert commands == {"score", "evaluate", "benchmark", "synth", "splits", "train", "train-diffusion", "train-rank", "levels", "localise", "partial", "report",
-                        "bundle"} and len(commands) == len(COMMAND_MODULES)
+    assert commands == {"score", "evaluate", "benchmark", "synth", "splits", "train", "train-diffusion", "train-rank",
+                        "levels", "localise", "partial", "report", "bundle"} and len(commands) == len(COMMAND_MODULES)
 
 
 @pytest.mark.parametrize("command, shown", [

@@ -39,7 +39,8 @@ def test_presets_are_independent_instances():
 
 
 def test_ablation_presets():
-    assert preset("lite:no-diffusion").use_diffusion is False and preset("lite:no-diffusion").name == "lite:no-diffusion"
+    ablation = preset("lite:no-diffusion")
+    assert ablation.use_diffusion is False and ablation.name == "lite:no-diffusion"
     assert preset("lite:vcg-only").use_vda is False and preset("lite:vda-only").use_vcg is False
     assert preset("lite:full") == preset("lite")
     with pytest.raises(ValueError, match="ablation"):

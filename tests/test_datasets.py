@@ -267,7 +267,8 @@ def make_clive(root: Path) -> list[str]:
         write_image(root / "Images" / n.lower())  # lower-case on disk, upper-case in the .mat
     mos = np.concatenate([np.full(len(training), 50.0), [63.9, 25.3, 71.2, 48.0]])
     (root / "Data").mkdir()
-    scipy.io.savemat(root / "Data" / "AllImages_release.mat", {"AllImages_release": cell(training + names, column=True)})
+    images = cell(training + names, column=True)
+    scipy.io.savemat(root / "Data" / "AllImages_release.mat", {"AllImages_release": images})
     scipy.io.savemat(root / "Data" / "AllMOS_release.mat", {"AllMOS_release": mos[None]})
     scipy.io.savemat(root / "Data" / "AllStdDev_release.mat", {"AllStdDev_release": np.full((1, mos.size), 19.0)})
     return names
@@ -365,7 +366,8 @@ def test_lower_is_better_override_on_a_release(tmp_path):
     (["image,mos", "a.png,3", "c.jpg,2", "a.png,4"], "listed more than once: a.png \\(line 2, line 4\\)"),
     (["image,mos"], "empty"),
     (["image,mos", "a.png,3", "c.jpg,3"], "every score equals 3.0"),
-    (["picture,mos", "a.png,3"], "no 'image' column \\(also accepted: dist_name, dist_img\\); columns found: picture, mos"),
+    (["picture,mos", "a.png,3"],
+     "no 'image' column \\(also accepted: dist_name, dist_img\\); columns found: picture, mos"),
     (["image,score", "a.png,3"], "no 'mos' column"),
     (["image,mos,ref", "a.png,3,nowhere.png", "c.jpg,2,"], "1 reference image.*nowhere.png"),
     (["image,mos", "a.png,3", "../outside.png,2"], "line 3: '../outside.png' is not inside the dataset folder"),

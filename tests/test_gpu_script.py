@@ -20,7 +20,8 @@ def test_gpu_script_trains_tests_and_bundles(tmp_path):
            "INIT": str(tmp_path / "init"), "OUT": str(tmp_path / "out"), "DEVICE": "cpu", "STEPS": "2",
            "DIFFUSION_IN": "trainer",
            "SERIES": "1", "WORKERS": "1", "KINDS": "blur", "LIMIT": "1", "BUNDLE": str(tmp_path / "bundle"),
-           "EXTRA": "--free-from-block 3 --crop 48 --kinds blur noise --kinds-per-series 1 --levels-per-kind 2 --buffer 2 --threads 1",
+           "EXTRA": "--free-from-block 3 --crop 48 --kinds blur noise --kinds-per-series 1 --levels-per-kind 2 "
+                    "--buffer 2 --threads 1",
            "PYTHONPATH": str(SCRIPT.parent.parent)}
     done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

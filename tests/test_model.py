@@ -77,7 +77,8 @@ def test_channels_last_keeps_the_unet_in_nchw_and_the_scores():
         model.to_channels_last()
         after = model(x).score
     conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
-    unet_conv = next(m for m in model.diffusion.unet.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    unet_conv = next(m for m in model.diffusion.unet.modules()
+                     if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not unet_conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(before, after, atol=1e-5)

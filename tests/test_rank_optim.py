@@ -24,7 +24,8 @@ def test_the_patch_score_mlp_can_have_its_own_rate():
     own = list(model.vcg.head.score.parameters())
     assert by_name["patch-head"]["lr"] == 1e-2 and len(by_name["patch-head"]["params"]) == len(own)
     assert not {id(p) for p in own} & {id(p) for p in by_name["heads"]["params"]}  # each parameter in one group
-    assert {g["name"] for g in prepare(tiny_model(), RankConfig(free_from_block=3))} == {"heads", "backbone"}  # 0: one rate
+    groups = prepare(tiny_model(), RankConfig(free_from_block=3))
+    assert {g["name"] for g in groups} == {"heads", "backbone"}  # 0: one rate
 
 
 def test_rates_warm_up_to_each_group_own_rate_then_follow_the_cosine():
@@ -34,7 +35,8 @@ def test_rates_warm_up_to_each_group_own_rate_then_follow_the_cosine():
     assert {g["name"]: g["lr"] for g in opt.param_groups} == pytest.approx({"heads": 2.5e-4, "backbone": 2.5e-5})
     set_rates(opt, rate_factor(9, warmup_steps=4))
     assert {g["name"]: g["lr"] for g in opt.param_groups} == pytest.approx({"heads": 1e-3, "backbone": 1e-4})
-    old = torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1}])  # a state saved before base_lr existed
+    # a state saved before base_lr existed
+    old = torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.1}])
     set_rates(old, rate_factor(1, warmup_steps=4))
     assert old.param_groups[0]["lr"] == pytest.approx(0.025)
 

@@ -125,12 +125,13 @@ def test_restoration_reads_the_training_cache(data, tmp_path):
     model = tiny_model()
     save_checkpoint(model, tmp_path / "ck")
     records = ds.records[:2]
-    DiffusionCache(tmp_path / "cache" / STATES_DIR, Assessor(model, device="cpu"), crops=1).fill([r.image for r in records],
-                                                                                  progress=False)
+    cache = DiffusionCache(tmp_path / "cache" / STATES_DIR, Assessor(model, device="cpu"), crops=1)
+    cache.fill([r.image for r in records], progress=False)
     row = restoration(str(tmp_path / "ck"), str(tmp_path / "cache"), 1, records, tmp_path / "fig.png")
     assert row.pairs == 2 and np.isfinite([row.psnr_distorted, row.psnr_restored, row.ssim_restored]).all()
     # the untrained residual network returns its input: y0 = x
-    assert row.psnr_restored == pytest.approx(row.psnr_distorted) and row.ssim_restored == pytest.approx(row.ssim_distorted)
+    assert row.psnr_restored == pytest.approx(row.psnr_distorted)
+    assert row.ssim_restored == pytest.approx(row.ssim_distorted)
     with pytest.raises(ValueError, match="at --crops 3: pass the --cache and --crops"):  # cache keyed on crops=1
         restoration(str(tmp_path / "ck"), str(tmp_path / "cache"), 3, records, None)
 

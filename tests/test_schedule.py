@@ -8,7 +8,8 @@ from iqa.schedule import BETA_MAX, alpha_bars, betas
 
 
 def _closed_cosine(t: int, steps: int, s: float) -> float:
-    f = lambda u: math.cos((u / steps + s) / (1 + s) * math.pi / 2) ** 2
+    def f(u: float) -> float:
+        return math.cos((u / steps + s) / (1 + s) * math.pi / 2) ** 2
     return f(t) / f(0)
 
 

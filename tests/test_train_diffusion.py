@@ -93,5 +93,7 @@ def test_kinds_need_a_dataset_that_labels_them(pairs_dir, tmp_path):
 
 def test_paper_preset_trains_with_the_papers_settings():
     from iqa.train_diffusion import PAPER_TRAINING, training_defaults
-    assert training_defaults("paper") == PAPER_TRAINING == {"batch": 256, "crop": 64, "lr": 1e-5, "lr_schedule": "constant"}
-    assert training_defaults("lite")["lr_schedule"] == "cosine" and training_defaults("paper:no-diffusion")["batch"] == 256
+    paper = {"batch": 256, "crop": 64, "lr": 1e-5, "lr_schedule": "constant"}
+    assert training_defaults("paper") == PAPER_TRAINING == paper
+    assert training_defaults("lite")["lr_schedule"] == "cosine"
+    assert training_defaults("paper:no-diffusion")["batch"] == 256

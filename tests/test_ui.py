@@ -442,11 +442,13 @@ def test_try_it_commands_make_a_dataset_then_train_one_epoch(tmp_path):
 
 def test_model_card_reads_as_sections_with_the_levels_table(app):
     levels = {"method": "m", "photos": 9, "rho": 0.9, "adjacent": 0.8, "clean_above_level1": 0.7,
-              "per_kind": {"blur": 0.95}, "command": "python -m iqa levels", "checks": [{"text": "ρ ≥ 0.95", "passed": False}],
+              "per_kind": {"blur": 0.95}, "command": "python -m iqa levels",
+              "checks": [{"text": "ρ ≥ 0.95", "passed": False}],
               "others": {"BRISQUE": {"rho": 0.93, "adjacent": 0.9, "clean_above_level1": 0.8}}}
     info = replace(app.info("tiny"), card={"stage": "train-rank", "evaluation": {"levels": levels}})
     text = model_tab.card_markdown(info)
-    for heading in ("### What it is", "### How it was trained", "### Held-out results", "### Limits", "### All card fields"):
+    for heading in ("### What it is", "### How it was trained", "### Held-out results", "### Limits",
+                    "### All card fields"):
         assert heading in text
     assert "| BRISQUE | 0.93 | 0.9 | 0.8 |" in text and "Not yet reached: ρ ≥ 0.95" in text
 

@@ -131,7 +131,8 @@ def patch_text(state: Inspected, x: float, y: float) -> tuple[str, tuple[int, in
         picked, box = picked or (row, col), box or tuple(int(v) for v in maps.boxes[row, col])
         s, w = float(maps.score[row, col]), float(maps.weight[row, col])
         covered = covered and bool(np.isfinite(s))
-        rows.append(f"| {branch} | {s:.4f} | {w:.4f} | {s * w:.4f} |" if np.isfinite(s) else f"| {branch} | – | – | – |")
+        rows.append(f"| {branch} | {s:.4f} | {w:.4f} | {s * w:.4f} |" if np.isfinite(s)
+                    else f"| {branch} | – | – | – |")
     if picked is None:
         return "No per-patch maps in this model.", None
     x0, y0, x1, y1 = box
@@ -175,7 +176,8 @@ def assess_image(app: AppState, image: str | None, settings: RunSettings,
                "patch_maps": {"vcg": report.maps_json(a.vcg), "vda": report.maps_json(a.vda)}}
     return InspectView(
         state=state,
-        verdict=render.verdict_html(a.score, band, info.choice.label, info.untrained, a.notices, assessor.cfg.fusion_text()),
+        verdict=render.verdict_html(a.score, band, info.choice.label, info.untrained, a.notices,
+                                    assessor.cfg.fusion_text()),
         numbers=numbers,
         chart=render.branch_chart(a.score, a.s1, a.s2, state.weights),
         pair=(a.image, a.restored),
@@ -272,8 +274,8 @@ def build(app: AppState, controls: SettingsControls, gpu: Callable) -> InspectTa
             kind = gr.Radio(list(render.MAP_KINDS), value=render.MAP_KINDS[0], label="Map")
             opacity = gr.Slider(0, 1, value=render.DEFAULT_OPACITY, step=0.05, label="Overlay opacity")
         with gr.Column(scale=4):
-            overlay = gr.Image(label="Patch map overlay", type="numpy", interactive=False, height=IMAGE_HEIGHT, format=VIEW_FORMAT,
-                               elem_id="iqa-overlay")
+            overlay = gr.Image(label="Patch map overlay", type="numpy", interactive=False, height=IMAGE_HEIGHT,
+                               format=VIEW_FORMAT, elem_id="iqa-overlay")
             patch = gr.Markdown(CLICK_HINT, label="patch", show_label=False, elem_id="iqa-patch")
         with gr.Column(scale=1, min_width=120):
             bar = gr.Image(label="Colour bar", type="numpy", interactive=False, height=IMAGE_HEIGHT, format=VIEW_FORMAT,

@@ -55,7 +55,8 @@ def architecture(cfg: ModelConfig) -> list[tuple[str, str]]:
     d = cfg.diffusion
     vda_bb = "shared with VCG" if cfg.vda.share_vcg_backbone else cfg.vda.backbone.name
     return [
-        ("VCG backbone", f"{cfg.vcg.backbone.name} (outputs {list(cfg.vcg.backbone.indices)})" if cfg.use_vcg else "off"),
+        ("VCG backbone",
+         f"{cfg.vcg.backbone.name} (outputs {list(cfg.vcg.backbone.indices)})" if cfg.use_vcg else "off"),
         ("VDA backbone", vda_bb if cfg.use_vda else "off"),
         ("Diffusion", f"{d.sampler}, {d.sample_steps} steps, kept states at t={list(d.keep_steps)}, on {d.on}"
          if cfg.use_diffusion else "off"),
@@ -67,7 +68,8 @@ def architecture(cfg: ModelConfig) -> list[tuple[str, str]]:
 WHAT_IT_IS = ("DiffV2IQA scores an image without a reference, 0–1, higher = better. A diffusion network "
               "restores the image (y0) and keeps two noisy intermediate states (y1, y2). The VCG branch scores "
               "every patch of the image guided by those states (score and weight maps); the VDA branch scores "
-              "the differences between the image and each state, per crop. The final score is their weighted sum (Fusion, below).")
+              "the differences between the image and each state, per crop. The final score is their weighted sum "
+              "(Fusion, below).")
 LIMITS = ("- Scores are learned from full-reference pseudo-MOS labels of synthetic distortions, not from human "
           "opinions: compare images with each other rather than reading a score as an opinion.\n"
           "- The mildest level of a distortion can score at or above the clean photo, most often light blur, "
@@ -102,13 +104,15 @@ def card_sections(info: ModelInfo) -> list[str]:
     rank = card.get("rank_training") or {}
     trained = []
     if card.get("stage"):
-        trained.append(f"Last stage: `{esc(card['stage'])}`" + (f" from `{esc(card['init'])}`" if card.get("init") else ""))
+        origin = f" from `{esc(card['init'])}`" if card.get("init") else ""
+        trained.append(f"Last stage: `{esc(card['stage'])}`" + origin)
     if rank:
         trained.append(f"{rank.get('steps')} steps, {rank.get('images_seen')} images seen, {rank.get('wall_hours')} h "
                        f"wall, {rank.get('cpu_core_hours')} CPU core hours")
     if card.get("command"):
         trained.append(f"Command: `{esc(card['command'])}`")
-    out += ["### How it was trained", "  \n".join(trained) if trained else "Not trained: a preset with random quality heads."]
+    out += ["### How it was trained",
+            "  \n".join(trained) if trained else "Not trained: a preset with random quality heads."]
     levels = (card.get("evaluation") or {}).get("levels")
     if levels:
         out += ["### Held-out results", *levels_table(levels)]

@@ -64,7 +64,8 @@ def assessment_record(a: Assessment, model: dict[str, Any], settings: dict[str, 
             "model": model, "settings": settings, "patch_maps": {"vcg": maps_json(a.vcg), "vda": maps_json(a.vda)}}
 
 
-def write_report(a: Assessment, model: dict[str, Any], settings: dict[str, Any], weights: tuple[float, float]) -> list[Path]:
+def write_report(a: Assessment, model: dict[str, Any], settings: dict[str, Any],
+                 weights: tuple[float, float]) -> list[Path]:
     """[report.json, report.png] for one assessment."""
     out = fresh_dir("report-")
     stem = safe_stem(a.source)

@@ -83,7 +83,8 @@ def build_settings(app: AppState) -> SettingsControls:
     with gr.Accordion("Sampling settings", open=False):
         with gr.Row():
             steps = gr.Slider(MIN_STEPS, MAX_STEPS, value=info.config.diffusion.sample_steps, step=1,
-                              label="Sampling steps", info="diffusion sampling steps (set to the checkpoint's default when it is chosen)")
+                              label="Sampling steps",
+                              info="diffusion sampling steps (set to the checkpoint's default when it is chosen)")
             crops = gr.Slider(0, MAX_CROPS, value=DEFAULT_CROPS, step=1, label="Crops",
                               info="0 tiles the whole image with 224 px crops (every patch analysed; the default; "
                                    "time grows with the image's area); K > 0 averages K crops spread over it")

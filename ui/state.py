@@ -27,6 +27,7 @@ MODEL_ENV = "IQA_APP_MODEL"  # checkpoint folder or preset the app starts with
 RUNS_ENV = "IQA_RUNS_DIR"  # where training runs go (default: <repo>/runs)
 SERVER_DATA_ENV = "IQA_ALLOW_SERVER_DATA"  # "1": the Train tab may read dataset folders on the server
 FALLBACK_PRESET = "lite"  # used when the bundled checkpoint is missing
+UNTRAINED_LABEL = "preset (untrained: scores not meaningful)"  # a preset's name in the selector is followed by this
 MAX_CACHED_MODELS = 2  # loaded (checkpoint, device) pairs kept in memory
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -136,12 +137,12 @@ class AppState:
         """The selector's entries: the start model, the bundled checkpoint, then runs/*/best (newest first)."""
         out: dict[str, ModelChoice] = {}
         if self.default in PRESETS:
-            out[self.default] = ModelChoice(self.default, f"{self.default} preset (untrained: scores not meaningful)", None)
+            out[self.default] = ModelChoice(self.default, f"{self.default} {UNTRAINED_LABEL}", None)
         if (DEFAULT_CHECKPOINT / WEIGHTS).is_file():
             c = _checkpoint_choice(DEFAULT_CHECKPOINT, "bundled default (checkpoints/default)")
             out[c.key] = c
         elif FALLBACK_PRESET not in out:
-            out[FALLBACK_PRESET] = ModelChoice(FALLBACK_PRESET, f"{FALLBACK_PRESET} preset (untrained: scores not meaningful)", None)
+            out[FALLBACK_PRESET] = ModelChoice(FALLBACK_PRESET, f"{FALLBACK_PRESET} {UNTRAINED_LABEL}", None)
         for k, c in self._extra.items():
             out.setdefault(k, c)
         runs = sorted(self.runs_dir.glob(f"*/best/{WEIGHTS}"), key=lambda p: p.stat().st_mtime, reverse=True)

@@ -285,7 +285,8 @@ def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
             zip_file = gr.File(label="Dataset .zip (the dataset folder, zipped)", file_types=[".zip"], type="filepath")
             server_dir = gr.Textbox(label="Dataset folder on the server", visible=False,
                                     placeholder="/data/koniq10k")
-            fmt = gr.Dropdown([AUTO_FORMAT, *((DISPLAY_NAMES[f], f) for f in FORMATS)], value=AUTO_FORMAT, label="Format",
+            fmt = gr.Dropdown([AUTO_FORMAT, *((DISPLAY_NAMES[f], f) for f in FORMATS)], value=AUTO_FORMAT,
+                              label="Format",
                               info="auto-detect recognises the standard layouts from the folder's files")
             csv = gr.Textbox(label="Label file (optional)", placeholder="inside the dataset folder, e.g. meta.csv")
             ratios = gr.Dropdown(list(RATIO_PRESETS), value=SPLIT_RATIOS, allow_custom_value=True,
@@ -309,8 +310,8 @@ def build(app: AppState, checkpoint: gr.Dropdown) -> TrainTab:
             with gr.Row():
                 start = gr.Button("Start training", variant="primary", interactive=hw.can_train)
                 stop = gr.Button("Stop", variant="stop")
-            try_it = gr.Button("Try it: a short demo run on sample photos (CPU, about a minute)", interactive=hw.can_train,
-                               elem_id="iqa-try-it")
+            try_it = gr.Button("Try it: a short demo run on sample photos (CPU, about a minute)",
+                               interactive=hw.can_train, elem_id="iqa-try-it")
     status = gr.Markdown("No training run yet.", elem_id="iqa-train-status")
     curves = gr.Plot(label="Loss and validation SRCC / PLCC", elem_id="iqa-train-curves")
     console = gr.Textbox(label="Log", lines=LOG_ROWS, max_lines=LOG_ROWS, autoscroll=True, interactive=False,
