@@ -6,11 +6,13 @@ cell of a GRID x GRID grid damaged, by the damages of `iqa.localise` (blur + noi
 every damage. A score that rests on part of the image misses damage elsewhere, so each crop setting
 (`--crops 3,0`: 3 crops and whole-image tiles) is a method of its own, beside BRISQUE and NIQE on the
 same images (they look at the whole image). Per method: the share of cases where the clean photo scores
-above its damaged version, the mean drop, and the share per damage and per grid cell. Results go to
-OUT/partial.md and OUT/partial.json.
+above its damaged version, the mean drop, and the share per damage and per grid cell. Scores go to
+`OUT/scores.jsonl` as they come, so a stopped run resumes where it was; results go to OUT/partial.md and
+OUT/partial.json.
 """
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 from dataclasses import asdict, dataclass
@@ -21,7 +23,7 @@ from tqdm import tqdm
 
 from iqa.data.stream import add_held_out_options, held_out_from
 from iqa.images import ImageError, load_image
-from iqa.levels import PEER_NAMES, Method, checkpoint_method, peer_method
+from iqa.levels import PEER_NAMES, SCORES, Method, ScoreCache, checkpoint_method, peer_method
 from iqa.localise import DAMAGES, damaged, write_results
 
 GRID = 3  # the damaged cell is one of GRID x GRID: a ninth of the photo
@@ -78,8 +80,10 @@ def summarise(cases: list[PartialCase]) -> list[PartialSummary]:
     return out
 
 
-def run_partial(photos: list[Path], methods: list[Method]) -> list[PartialCase]:
-    """Every (photo, damage, cell) case for every method; a photo that cannot be read is reported and skipped."""
+def run_partial(photos: list[Path], methods: list[Method], cache: ScoreCache | None = None) -> list[PartialCase]:
+    """Every (photo, damage, cell) case for every method; a photo that cannot be read is reported and skipped.
+    Scores in `cache` (keyed by method, photo, damaged cell and damage seed) are not computed again."""
+    cache = cache or ScoreCache(None)
     cells = [(d, r, k) for d in DAMAGES for r in range(GRID) for k in range(GRID)]
     cases = []
     with tqdm(total=len(photos) * len(cells), desc="partial", unit="case", disable=None) as bar:
@@ -90,11 +94,14 @@ def run_partial(photos: list[Path], methods: list[Method]) -> list[PartialCase]:
                 print(f"skipped: {err}", file=sys.stderr)
                 bar.update(len(cells))
                 continue
-            before = [m.score(clean) for m in methods]
+            before = [cache.get((m.key, path.name, "clean", 0), lambda m=m: m.score(clean)) for m in methods]
             for i, (kind, row, col) in enumerate(cells):
-                image = damage_cell(clean, kind, row, col, seed=p * len(cells) + i)
-                cases += [PartialCase(path.stem, kind, row, col, m.name, b, m.score(image))
-                          for m, b in zip(methods, before)]
+                seed = p * len(cells) + i
+                image = functools.cache(lambda: damage_cell(clean, kind, row, col, seed=seed))  # made if needed
+                after = [cache.get((m.key, path.name, f"{kind}:cell{row},{col}", seed), lambda m=m: m.score(image()))
+                         for m in methods]
+                cases += [PartialCase(path.stem, kind, row, col, m.name, b, a)
+                          for m, b, a in zip(methods, before, after)]
                 bar.update()
     return cases
 
@@ -121,7 +128,7 @@ def register(subparsers) -> None:
     p.add_argument("--noise-seed", type=int, default=0, help="the checkpoint's diffusion noise seed (assess --seed)")
     p.add_argument("--no-peers", action="store_true", help="leave out BRISQUE and NIQE")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--out", default="runs/partial", help="folder for partial.md and partial.json")
+    p.add_argument("--out", default="runs/partial", help="folder for scores.jsonl (resume), partial.md, partial.json")
     p.set_defaults(func=run)
 
 
@@ -144,7 +151,7 @@ def run(args) -> int:
                                      noise_seed=args.noise_seed) for k in _crops(args.crops)]
         if not args.no_peers:
             methods += [peer_method(n) for n in PEER_NAMES]
-        cases = run_partial(photos, methods)
+        cases = run_partial(photos, methods, ScoreCache(Path(args.out) / SCORES))
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

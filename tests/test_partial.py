@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from iqa.assess import Assessor
-from iqa.levels import Method
+from iqa.levels import Method, ScoreCache
 from iqa.partial import GRID, _crops, damage_cell, run_partial, summarise
 
 from helpers import photo, tiny_model
@@ -53,3 +53,21 @@ def test_crops_spec():
     for bad in ("", "x", "-1"):
         with pytest.raises(ValueError, match="--crops"):
             _crops(bad)
+
+
+def test_a_stopped_run_resumes_from_its_scores(tmp_path):
+    img = photo(96, 72)
+    Image.fromarray(img).save(tmp_path / "p.png")
+    calls = []
+
+    def reference(a):
+        calls.append(1)
+        return -float(np.abs(a.astype(float) - img).mean())
+    cache = tmp_path / "scores.jsonl"
+    first = run_partial([tmp_path / "p.png"], [Method("fr", "fr", reference)], ScoreCache(cache))
+    assert len(calls) == 1 + 2 * GRID * GRID
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[:5]) + "\n" + lines[5][:7])  # killed while writing line 6
+    calls.clear()
+    again = run_partial([tmp_path / "p.png"], [Method("fr", "fr", reference)], ScoreCache(cache))
+    assert len(calls) == 1 + 2 * GRID * GRID - 5 and again == first
