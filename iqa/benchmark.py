@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from iqa.assess import DEFAULT_CHECKPOINT as DEFAULT_CHECKPOINT_PATH
 from iqa.assess import DEFAULT_CROPS, Assessor, load
 from iqa.images import ImageError
+from iqa.progress import progress_bar
 from iqa.score import add_diffusion_scale_option, add_fold_batchnorm_option, collect_images, parse_bf16
 
 DEFAULT_SIZE = (512, 384)
@@ -175,7 +175,7 @@ def run_folder(assessor: Assessor, folder: str | Path, crops: int = DEFAULT_CROP
         raise ValueError(f"{folder}: no images found")
     failed = 0
     t = time.perf_counter()
-    for p in tqdm(paths, desc="benchmark folder", unit="image"):
+    for p in progress_bar(paths, desc="benchmark folder", unit="image"):
         try:
             assessor.assess(p, crops=crops, steps=steps)
         except ImageError:

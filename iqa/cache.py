@@ -28,10 +28,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from iqa.assess import Assessor, crop_boxes, to_tensor
 from iqa.model import N_STATES, DiffV2IQA, Features
+from iqa.progress import progress_bar
 from iqa.vcg import to_grid
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ class DiffusionCache:
             return 0
         mine = list(images)[rank::world]
         todo = [p for p in mine if not entry_ok(self.path(self.key(p)), self.key(p))]
-        for p in tqdm(todo, desc="diffusion cache", unit="img", disable=not progress or not todo):
+        for p in progress_bar(todo, desc="diffusion cache", unit="img", disable=not progress or not todo):
             self.get(p)
         return len(todo)
 
@@ -448,7 +448,7 @@ class FeatureCache:
         was_training = self.model.training
         self.model.eval()
         try:
-            for p in tqdm(todo, desc="feature cache", unit="img", disable=not progress or not todo):
+            for p in progress_bar(todo, desc="feature cache", unit="img", disable=not progress or not todo):
                 self.get(p)
         finally:
             self.model.train(was_training)

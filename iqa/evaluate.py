@@ -25,6 +25,7 @@ from iqa.data.splits import PART_NAMES, load_splits
 from iqa.images import ImageError
 from iqa.metrics import MIN_PAIRS, Correlations, correlations
 from iqa.peers import PEERS, PeerInputError, load_peer
+from iqa.progress import progress_bar
 from iqa.score import (add_device_option, add_model_group, add_sampling_options,
                        check_sampling_options, open_assessor)
 
@@ -129,8 +130,8 @@ def evaluate(scorer: Scorer, records: Sequence[Record], *, method: str = "", dat
     failures: list[Failure] = []
     notes: list[str] = []
     t0 = time.perf_counter()
-    bar = tqdm(records, desc=f"evaluating {method}".strip(), unit="img", file=sys.stderr,
-               disable=not progress or len(records) <= 1)
+    bar = progress_bar(records, desc=f"evaluating {method}".strip(), unit="img",
+                       disable=not progress or len(records) <= 1)
     for rec in bar:
         try:
             value = float(fn(rec.image))

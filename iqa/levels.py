@@ -29,6 +29,7 @@ from iqa.data.distortions import KINDS
 from iqa.data.plain import PLAIN_KINDS, all_kinds
 from iqa.data.stream import add_held_out_options, held_out_from
 from iqa.images import ImageError, load_image
+from iqa.progress import progress_bar
 from iqa.score import add_diffusion_scale_option, add_fold_batchnorm_option, parse_bf16
 
 KIND_SETS = {"plain": tuple(PLAIN_KINDS), "kadid": tuple(KINDS), "all": tuple(all_kinds())}
@@ -322,7 +323,6 @@ def parse_kinds(spec: str) -> list[str]:
 
 
 def run(args) -> int:
-    from tqdm import tqdm
     try:
         kinds = parse_kinds(args.kinds)
         photos = held_out_from(args)
@@ -340,7 +340,7 @@ def run(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    bar = tqdm(unit="score", disable=None)
+    bar = progress_bar(unit="score")
 
     def progress(done, total, what):
         bar.total, bar.n = total, done

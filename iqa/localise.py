@@ -22,10 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 from scipy.stats import mannwhitneyu
-from tqdm import tqdm
 
 from iqa.data.stream import add_held_out_options, held_out_from
 from iqa.images import ImageError, load_image
+from iqa.progress import progress_bar
 from iqa.results import PatchMaps
 from iqa.score import add_diffusion_scale_option
 
@@ -141,7 +141,7 @@ def run_localise(photos: list[Path], assessor, label: str, crops: int | None = N
     brisque = load_peer("brisque") if baseline else None
     cases = []
     jobs = [(p, d, s) for p in photos for d in DAMAGES for s in SIDES]
-    for i, (path, kind, side) in enumerate(tqdm(jobs, desc="localise", unit="case")):
+    for i, (path, kind, side) in enumerate(progress_bar(jobs, desc="localise", unit="case")):
         try:
             clean = load_image(path).array
         except ImageError as err:

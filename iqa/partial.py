@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from iqa.data.stream import add_held_out_options, held_out_from
 from iqa.images import ImageError, load_image
 from iqa.levels import PEER_NAMES, SCORES, Method, ScoreCache, checkpoint_method, peer_method
 from iqa.localise import DAMAGES, damaged, write_results
+from iqa.progress import progress_bar
 
 GRID = 3  # the damaged cell is one of GRID x GRID: a ninth of the photo
 DEFAULT_CROPS = "3,0"
@@ -86,7 +86,7 @@ def run_partial(photos: list[Path], methods: list[Method], cache: ScoreCache | N
     cache = cache or ScoreCache(None)
     cells = [(d, r, k) for d in DAMAGES for r in range(GRID) for k in range(GRID)]
     cases = []
-    with tqdm(total=len(photos) * len(cells), desc="partial", unit="case", disable=None) as bar:
+    with progress_bar(total=len(photos) * len(cells), desc="partial", unit="case") as bar:
         for p, path in enumerate(photos):
             try:
                 clean = load_image(path).array

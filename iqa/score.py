@@ -22,6 +22,7 @@ from iqa.assess import DEFAULT_CROPS, STAGES, Assessor, load
 from iqa.bundle import provisional_note
 from iqa.config import PRESETS
 from iqa.images import ImageError
+from iqa.progress import progress_bar
 
 # Suffixes taken from folders and glob matches (files named explicitly are always tried).
 IMAGE_EXTENSIONS = frozenset({".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp",
@@ -128,7 +129,7 @@ def score_files(assessor: Assessor, files: Sequence[Path], *, crops: int = DEFAU
     """Assess each file; a bad one gets a row with `error` (also printed on stderr) and the rest go on.
     Notices (e.g. "downscaled ...") are printed on stderr as they come."""
     rows = []
-    bar = tqdm(files, desc="scoring", unit="img", file=sys.stderr, disable=not progress or len(files) <= 1)
+    bar = progress_bar(files, desc="scoring", unit="img", disable=not progress or len(files) <= 1)
     for path in bar:
         name = str(path)
         try:

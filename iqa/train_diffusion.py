@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from iqa.assess import resolve_device
 from iqa.checkpoint import load_checkpoint, save_checkpoint
@@ -31,6 +30,7 @@ from iqa.data.datasets import FORMATS, Record, load_dataset
 from iqa.data.splits import load_splits
 from iqa.images import load_image
 from iqa.model import DiffV2IQA
+from iqa.progress import progress_bar
 from iqa.training import JsonlLog, atomic_save, autocast, init_distributed, load_state, moving_average, seed_everything
 
 VAL_CROP = 128  # side of the centre crops the restoration is measured on
@@ -135,7 +135,7 @@ class PairBank:
     def __init__(self, records: list[Record], desc: str = "loading pairs"):
         self.refs: dict[Path, np.ndarray] = {}
         self.pairs: list[tuple[np.ndarray, Path]] = []
-        for r in tqdm(records, desc=desc, unit="img", file=sys.stderr):
+        for r in progress_bar(records, desc=desc, unit="img"):
             if r.ref not in self.refs:
                 self.refs[r.ref] = load_image(r.ref).array
             dist = load_image(r.image).array
@@ -327,7 +327,7 @@ def _train_steps(opts: DiffusionTrainOptions, tr: _Training, net: torch.nn.Modul
     steps, restoration samples every `sample_every` steps (on the main process)."""
     out = Path(opts.out)
     log = JsonlLog(out / "log.jsonl")
-    bar = tqdm(total=opts.steps, initial=tr.step, desc="diffusion", unit="step", file=sys.stderr, disable=not main)
+    bar = progress_bar(total=opts.steps, initial=tr.step, desc="diffusion", unit="step", disable=not main)
     t0, losses = time.perf_counter(), []
     while tr.step < opts.steps:
         d, r = (t.to(device) for t in bank.batch(opts.batch, opts.crop, rng))

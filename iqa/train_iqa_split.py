@@ -31,6 +31,7 @@ from iqa.data.splits import SplitSet
 from iqa.diffusion import Diffusion
 from iqa.metrics import MIN_PAIRS, Correlations
 from iqa.model import DiffV2IQA
+from iqa.progress import progress_bar
 from iqa.train_iqa_data import Scorer, SkipSampler, TrainSet, correlate, predict
 from iqa.training import LOG, STATE, DistInfo, JsonlLog, atomic_save, autocast, load_state, seed_everything
 
@@ -337,8 +338,8 @@ def _train_epochs(sp: _SplitRun, card_base: dict) -> None:
         loader = DataLoader(train_set, batch_size=opts.batch, sampler=SkipSampler(sampler, pr.step * opts.batch),
                             num_workers=opts.workers, pin_memory=device.type == "cuda",
                             generator=torch.Generator().manual_seed(opts.seed))
-        bar = tqdm(loader, total=steps_per_epoch, initial=pr.step, desc=f"epoch {pr.epoch + 1}/{opts.epochs}",
-                   unit="step", disable=not (dist.main and opts.progress), leave=False)
+        bar = progress_bar(loader, total=steps_per_epoch, initial=pr.step, leave=False, unit="step",
+                           desc=f"epoch {pr.epoch + 1}/{opts.epochs}", disable=not (dist.main and opts.progress))
         images = 0
         for x, mos in bar:
             x, mos = x.to(device, non_blocking=True), mos.to(device, non_blocking=True)

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from iqa.assess import to_tensor
@@ -34,6 +33,7 @@ from iqa.config import lite
 from iqa.data.splits import load_splits
 from iqa.images import load_image
 from iqa.metrics import correlations
+from iqa.progress import progress_bar
 
 RIDGE_STRENGTHS = (1.0, 10.0, 100.0, 1000.0, 10000.0)
 BATCH = 32
@@ -107,7 +107,7 @@ def main() -> int:
             sys.exit(f"{args.split_file}: part '{part}' has images without a reference; the probe needs refs")
         y[part] = np.array([r.mos for r in records])
         rows: dict[str, list[np.ndarray]] = {"x": [], "pooled": [], "ref": [], "y0": []}
-        for i in tqdm(range(0, len(records), BATCH), desc=f"features {part}", unit="batch"):
+        for i in progress_bar(range(0, len(records), BATCH), desc=f"features {part}", unit="batch"):
             chunk = records[i:i + BATCH]
             x = torch.cat([to_tensor(centre_crop(load_image(r.image).array, side)) for r in chunk])
             ref = torch.cat([to_tensor(centre_crop(load_image(r.ref).array, side)) for r in chunk])

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -49,6 +48,7 @@ from iqa.images import load_image
 from iqa.levels import (PLAIN_KINDS, MethodLevels, distorted, parse_kinds, series_result, summarise,
                         weights_digest)
 from iqa.metrics import correlations
+from iqa.progress import progress_bar
 
 LEVELS = 5
 CHUNK = 256  # crops a forward pass when scoring cached features
@@ -251,7 +251,7 @@ def train(a: Assessor, series: list[Series], held: list[Series], args, start: Pr
         m.vcg.train(), m.vda.train()
         order, t0 = torch.randperm(len(series), generator=gen).tolist(), time.time()
         steps = range(0, len(order), args.series_per_batch)
-        for b in tqdm(steps, desc=f"epoch {epoch + 1}", unit="step", mininterval=30, file=sys.stdout):
+        for b in progress_bar(steps, desc=f"epoch {epoch + 1}", unit="step", file=sys.stdout):
             idx = order[b:b + args.series_per_batch]
             s, f = heads(a, torch.cat([series[i].vcg.flatten(0, 1) for i in idx]),
                          torch.cat([series[i].vda.flatten(0, 1) for i in idx]))

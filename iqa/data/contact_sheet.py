@@ -9,11 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from tqdm import tqdm
 
 from iqa.data.distortions import KINDS, LEVELS
 from iqa.data.pseudo_mos import pseudo_mos
 from iqa.data.synth import DEFAULT_SEED, atomic_write_bytes, kind_rng
+from iqa.progress import progress_bar
 
 # Layout (pixels).
 SHEET_TILE = (160, 120)
@@ -54,7 +54,7 @@ def contact_sheet(reference: np.ndarray, kinds: Sequence[str] = tuple(KINDS), se
     draw.text((SHEET_LABEL_WIDTH + tw + 3 * SHEET_PAD, SHEET_PAD),
               "rows: distortion kind (group); columns: level 1..5\ncaption: level, pseudo-MOS (FR ensemble)",
               fill="black", font=font)
-    for row, kind in enumerate(tqdm(kinds, desc="contact sheet", unit="kind", disable=not progress), start=1):
+    for row, kind in enumerate(progress_bar(kinds, desc="contact sheet", unit="kind", disable=not progress), start=1):
         d = KINDS[kind]
         images = [d(reference, lv, kind_rng(seed, ref_name, kind)) for lv in range(1, LEVELS + 1)]
         scores = pseudo_mos(images, reference)

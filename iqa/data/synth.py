@@ -44,6 +44,7 @@ from iqa.data.pseudo_mos import METRICS, ensemble_mos, pseudo_mos
 from iqa.data.sources import Source, SourceError, find_sources
 from iqa.data.workers import worker_context
 from iqa.images import ImageError, load_image
+from iqa.progress import progress_bar
 
 SYNTH_VERSION = 1  # bump when distortions or crops change, so old output folders are not mixed in
 DEFAULT_SIZE = (512, 384)  # KADID-10k's image size (width, height)
@@ -383,7 +384,7 @@ def synthesize(pristine: str | Path, out: str | Path, config: SynthConfig = Synt
     kinds = list(config.kinds) + ([PRISTINE_KIND] if config.include_pristine else [])
     with _Runner(max(1, workers)) as runner:
         ok: dict[str, CropResult] = {}
-        bar = tqdm(total=len(sources), desc="crops", unit="photo", disable=not progress)
+        bar = progress_bar(total=len(sources), desc="crops", unit="photo", disable=not progress)
         for res in runner.map(make_crops, [(s, out, config) for s in sources]):
             bar.update(1)
             if res.error:
@@ -397,7 +398,7 @@ def synthesize(pristine: str | Path, out: str | Path, config: SynthConfig = Synt
         summary.refs = [ref for name in order for ref in ok[name].refs]
         per_job = {kind: (1 if kind == PRISTINE_KIND else len(config.levels)) for kind in kinds}
         results: dict[tuple[str, str], KindResult] = {}
-        bar = tqdm(total=sum(per_job[j[3]] for j in jobs), desc="images", unit="img", disable=not progress)
+        bar = progress_bar(total=sum(per_job[j[3]] for j in jobs), desc="images", unit="img", disable=not progress)
         for res in runner.map(make_kind, jobs):
             bar.update(per_job[res.kind])
             results[(res.ref, res.kind)] = res
