@@ -340,12 +340,12 @@ def run(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    bar = progress_bar(unit="score")
+    bar = progress_bar(desc="levels", unit="score")
 
     def progress(done, total, what):
-        bar.total, bar.n = total, done
+        bar.total = total
         bar.set_postfix_str(what, refresh=False)
-        bar.refresh()
+        bar.update(done - bar.n)  # redrawn at most every mininterval
     try:
         report = run_levels(photos, kinds, methods, args.seed, ScoreCache(out / SCORES), not args.no_labels,
                             progress)
