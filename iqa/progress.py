@@ -42,4 +42,5 @@ def progress_bar(iterable=None, *, file: IO[str] | None = None, **kwargs) -> tqd
     if _is_terminal(stream):
         return tqdm(iterable, file=stream, **kwargs)
     kwargs.setdefault("mininterval", LOG_INTERVAL_S)
+    kwargs.setdefault("maxinterval", kwargs["mininterval"])  # else tqdm's monitor redraws a slow bar every 10 s
     return tqdm(iterable, file=_Lines(stream), ascii=True, **kwargs)
