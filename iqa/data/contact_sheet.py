@@ -3,6 +3,7 @@ each tile captioned with its level, the kind's parameter and its pseudo-MOS."""
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from iqa.data.distortions import KINDS, LEVELS
 from iqa.data.pseudo_mos import pseudo_mos
-from iqa.data.synth import DEFAULT_SEED, atomic_write_bytes, kind_rng
+from iqa.data.sources import find_sources
+from iqa.data.synth import (DEFAULT_SEED, SynthConfig, SynthError, atomic_write_bytes, crop_rng, kind_rng,
+                             random_crops)
+from iqa.images import ImageError, load_image
 from iqa.progress import progress_bar
 
 # Layout (pixels).
@@ -22,6 +26,25 @@ SHEET_PAD = 4
 SHEET_FONT_PX = 13
 SHEET_TEXT_ROW = 18
 SHEET_MAX_COLOURS = 256  # the sheet is stored as a palette PNG to stay small
+
+
+def sheet_reference(pristine: Path | None, config: SynthConfig) -> tuple[np.ndarray, str]:
+    """The first crop of the first readable photo in `pristine`, or of scikit-image's astronaut."""
+    if pristine is None:
+        from skimage import data
+
+        image, name = data.astronaut(), "astronaut"
+    else:
+        for source in find_sources(pristine):
+            try:
+                image, name = load_image(source.path).array, source.name
+                break
+            except ImageError as e:
+                print(f"contact sheet: skipped {source.path}: {e}", file=sys.stderr)
+        else:
+            raise SynthError(f"--pristine {pristine}: no readable image for the contact sheet")
+    crop = random_crops(image, config.size, 1, crop_rng(config.seed, name))[0]
+    return crop, f"{name}_c0"
 
 
 def _font(px: int):

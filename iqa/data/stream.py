@@ -13,6 +13,7 @@ by (seed, worker index, the step the run resumes from), so a resumed run draws n
 """
 from __future__ import annotations
 
+import argparse
 import multiprocessing as mp
 import queue
 from dataclasses import dataclass, field
@@ -202,6 +203,45 @@ def add_held_out_options(p, part: str = "test") -> None:
     p.add_argument("--ratios", default=s.ratios, help="train:val:test split of the photos")
     p.add_argument("--split-seed", type=int, default=s.split_seed, help="seed of the photo split")
     p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
+
+
+def add_stream_options(p: argparse.ArgumentParser, s: StreamConfig) -> None:
+    """The options of the series stream (`StreamConfig`): photos' split, kinds, levels, bases, workers."""
+    p.add_argument("--region-share", type=float, default=s.region_share,
+                   help="chance that a kind damages only a random rectangle of the crop")
+    p.add_argument("--kinds", nargs="*", default=[], metavar="KIND", help="distortion kinds (default: all 31)")
+    p.add_argument("--base-share", type=float, default=s.base_share,
+                   help="chance that a series starts from a degraded photo (soft or grain), ranked above its own "
+                        "distortions; pseudo-MOS still against the untouched photo (0: off)")
+    p.add_argument("--base-grain-share", type=float, default=s.base_grain_share,
+                   help="chance that such a base is grain (noise, then JPEG) rather than soft (blur, lower contrast)")
+    p.add_argument("--base-noise", type=float, nargs=2, default=s.base_noise, metavar=("LOW", "HIGH"),
+                   help="range of the noise sigma (8-bit levels) of a grain base")
+    p.add_argument("--base-jpeg", type=int, nargs=2, default=s.base_jpeg, metavar=("LOW", "HIGH"),
+                   help="range of the JPEG quality of a grain base")
+    p.add_argument("--base-blur", type=float, nargs=2, default=s.base_blur, metavar=("LOW", "HIGH"),
+                   help="range of the Gaussian sigma (px) that softens a base")
+    p.add_argument("--base-contrast", type=float, nargs=2, default=s.base_contrast, metavar=("LOW", "HIGH"),
+                   help="range of the contrast gain (toward the mean) of a base")
+    p.add_argument("--retone-share", type=float, default=s.retone_share,
+                   help="chance that a series' photo is first re-toned (gamma, saturation): "
+                        "a new clean crop and reference")
+    p.add_argument("--gamma", type=float, nargs=2, default=s.gamma, metavar=("LOW", "HIGH"),
+                   help="range of a re-toning gamma")
+    p.add_argument("--saturation", type=float, nargs=2, default=s.saturation, metavar=("LOW", "HIGH"),
+                   help="range of a re-toning saturation factor")
+    p.add_argument("--plain-share", type=float, default=None,
+                   help="chance that a drawn kind is one of the six plain kinds (default: all kinds evenly)")
+    p.add_argument("--kinds-per-series", type=int, default=s.kinds_per_series, help="kinds in each series")
+    p.add_argument("--levels-per-kind", type=int, default=s.levels_per_kind, help="distinct levels of each kind")
+    p.add_argument("--crop", type=int, default=s.crop, help="crop side in pixels")
+    p.add_argument("--ratios", default=s.ratios, help="train:val:test split of the photos")
+    p.add_argument("--split-seed", type=int, default=s.split_seed, help="seed of the photo split")
+    p.add_argument("--buffer", type=int, default=s.buffer, help="series held in the replay buffer")
+    p.add_argument("--workers", type=int, default=s.workers, help="processes making series")
+    p.add_argument("--part", default=s.part,
+                   help="part of the photos' name split to train on (all: every photo of --photos, for a "
+                        "folder that holds only training photos)")
 
 
 def held_out_from(args) -> list[Path]:

@@ -414,25 +414,6 @@ def synthesize(pristine: str | Path, out: str | Path, config: SynthConfig = Synt
     return summary
 
 
-def _sheet_reference(pristine: Path | None, config: SynthConfig) -> tuple[np.ndarray, str]:
-    """The first crop of the first readable photo in `pristine`, or of scikit-image's astronaut."""
-    if pristine is None:
-        from skimage import data
-
-        image, name = data.astronaut(), "astronaut"
-    else:
-        for source in find_sources(pristine):
-            try:
-                image, name = load_image(source.path).array, source.name
-                break
-            except ImageError as e:
-                print(f"contact sheet: skipped {source.path}: {e}", file=sys.stderr)
-        else:
-            raise SynthError(f"--pristine {pristine}: no readable image for the contact sheet")
-    crop = random_crops(image, config.size, 1, crop_rng(config.seed, name))[0]
-    return crop, f"{name}_c0"
-
-
 # ---------------------------------------------------------------- CLI
 
 def register(subparsers) -> None:
@@ -477,9 +458,9 @@ def run(args) -> int:
                              kinds=parse_kinds(args.kinds), levels=select_levels(args.levels), seed=args.seed,
                              include_pristine=args.include_pristine)
         if args.contact_sheet is not None:
-            from iqa.data.contact_sheet import contact_sheet, save_contact_sheet  # it builds on this module
+            from iqa.data.contact_sheet import contact_sheet, save_contact_sheet, sheet_reference  # built on this
 
-            reference, name = _sheet_reference(args.pristine, config)
+            reference, name = sheet_reference(args.pristine, config)
             sheet = contact_sheet(reference, config.kinds, config.seed, name, progress=not args.no_progress)
             save_contact_sheet(args.contact_sheet, sheet)
             print(f"contact sheet: {args.contact_sheet} ({args.contact_sheet.stat().st_size / 2**20:.2f} MB)")
