@@ -289,6 +289,9 @@ def main() -> int:
     p.add_argument("--checkpoint", default=None, help="default: the bundled default")
     p.add_argument("--train-crops", type=int, default=3)
     p.add_argument("--train-seed", type=int, default=100, help="distortion seed of the training series")
+    p.add_argument("--train-limit", type=int, default=0,
+                   help="train on the first N training photos of the split only (0: all; their features are "
+                        "cached for all, so runs with other N share them): how the held-out result grows with content")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--weight-decay", type=float, default=1e-4)
@@ -335,6 +338,10 @@ def main() -> int:
                    paths["train"])
     held = build(a, held_out_photos(args.photos, args.part, args.ratios), kinds, args.held_crops, 0, paths["held"])
     mos, mos_held = (build_crops(a, d, paths[k]) if d else None for k, d in synth.items())
+    if args.train_limit:
+        kept = list(dict.fromkeys(s.photo for s in series))[:args.train_limit]
+        series = [s for s in series if s.photo in kept]
+        print(f"training on {len(kept)} photos: {', '.join(kept)}", flush=True)
     levels(a, series, "start, training photos")
     start = levels(a, held, f"start, {args.part} photos")
     if mos_held is not None:

@@ -41,7 +41,9 @@ def test_probe_trains_only_the_heads_saves_and_reuses_its_cache(tmp_path, monkey
     assert moved and all(k.startswith(("vcg.", "vda.")) for k in moved)
 
     monkeypatch.setattr(probe, "features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("not cached")))
-    _run(probe, monkeypatch, argv[:-4] + ["--epochs", "0"])  # the second run reads every feature from the cache
+    capsys.readouterr()
+    _run(probe, monkeypatch, argv[:-4] + ["--epochs", "0", "--train-limit", "2"])  # every feature from the cache
+    assert "training on 2 photos" in capsys.readouterr().out
     saved = ["--checkpoint", str(tmp_path / "saved" / "epoch-1")]
     _run(probe, monkeypatch, argv[:-4] + ["--epochs", "0"] + saved)  # its saved model shares the frozen features
 
