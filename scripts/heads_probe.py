@@ -18,9 +18,10 @@ prints the levels test on both sets; nothing here changes the bundled model.
     python scripts/heads_probe.py --photos ../shared/pristine --cache runs/heads-probe --epochs 3
 
 Features are cached under `--cache`, one folder per checkpoint's frozen weights (diffusion and
-backbones; a checkpoint this probe saved shares its start's), and reused: about 1 GB per set of
-3 crops, 7 GB for the training photos' tiles (`--train-crops 0`), which also want `--series-per-batch 1`
-(a batch of 6 series of ~15 tiles each outgrows 24 GB of memory).
+backbones; a checkpoint this probe saved shares its start's), one file per photo as it is done (a stopped
+run resumes with the photo it stopped on), and reused: about 1 GB per set of 3 crops, 7 GB for the
+training photos' tiles (`--train-crops 0`), which also want `--series-per-batch 1` (a batch of 6 series of
+~15 tiles each outgrows 24 GB of memory). `--train-limit N` computes and uses the first N training photos only.
 """
 from __future__ import annotations
 
@@ -118,19 +119,33 @@ def cache_seconds(paths: list[Path]) -> float | None:
     return sum(json.loads(s.read_text())["seconds"] for s in side) if all(s.is_file() for s in side) else None
 
 
-def build(a: Assessor, photos: list[Path], kinds: list[str], crops: int, seed: int, path: Path) -> list[Series]:
-    """The series of `photos`, one per kind in `kinds`, from `path` when cached there."""
+def cache_files(path: Path, photos: list[Path]) -> list[Path]:
+    """Where the series of `photos` are cached: one file for all (`path`, the older layout) when it exists, else one
+    file a photo in the folder `path` less its suffix, named by the photo's place in the split (its distortion seed)."""
     if path.is_file():
-        return [Series(**d) for d in torch.load(path, weights_only=True)]
+        return [path]
+    return [path.with_suffix("") / f"{pi:03d}-{p.name}.pt" for pi, p in enumerate(photos)]
+
+
+def build(a: Assessor, photos: list[Path], kinds: list[str], crops: int, seed: int, path: Path) -> list[Series]:
+    """The series of `photos`, one per kind in `kinds`, read from their cache files where these exist; the others
+    are computed and saved photo by photo, so a stopped build loses one photo at most."""
+    if path.is_file():
+        names = {p.name for p in photos}
+        return [Series(**d) for d in torch.load(path, weights_only=True) if d["photo"] in names]
     out, t0 = [], time.time()
-    for pi, p in enumerate(photos):
-        img = load_image(p).array
-        clean = features(a, img, crops)
+    for pi, (p, part) in enumerate(zip(photos, cache_files(path, photos))):
+        if part.is_file():
+            out += [Series(**d) for d in torch.load(part, weights_only=True)]
+            continue
+        t1, img = time.time(), load_image(p).array
+        clean, mine = features(a, img, crops), []
         for kind in kinds:
             items = [clean] + [features(a, distorted(img, kind, lv, seed, pi), crops) for lv in range(1, LEVELS + 1)]
-            out.append(Series(p.name, kind, torch.stack([v for v, _ in items]), torch.stack([d for _, d in items])))
-        print(f"{path.name}: {pi + 1}/{len(photos)} photos, {time.time() - t0:.0f} s", flush=True)
-    _save_cache([vars(s) for s in out], path, time.time() - t0)
+            mine.append(Series(p.name, kind, torch.stack([v for v, _ in items]), torch.stack([d for _, d in items])))
+        _save_cache([vars(s) for s in mine], part, time.time() - t1)
+        out += mine
+        print(f"{path.stem}: {pi + 1}/{len(photos)} photos, {time.time() - t0:.0f} s", flush=True)
     return out
 
 
@@ -334,19 +349,20 @@ def main() -> int:
     paths = {"train": cache / f"train-crops{args.train_crops}-seed{args.train_seed}{kinds_tag(kinds)}.pt",
              "held": cache / f"{args.part}-{held_name}-seed0{kinds_tag(kinds)}.pt",
              **{k: cache / f"mos-{_label_digest(d)}.pt" for k, d in synth.items() if d}}
-    series = build(a, held_out_photos(args.photos, "train", args.ratios), kinds, args.train_crops, args.train_seed,
-                   paths["train"])
-    held = build(a, held_out_photos(args.photos, args.part, args.ratios), kinds, args.held_crops, 0, paths["held"])
-    mos, mos_held = (build_crops(a, d, paths[k]) if d else None for k, d in synth.items())
+    train_photos = held_out_photos(args.photos, "train", args.ratios)[:args.train_limit or None]
+    held_photos = held_out_photos(args.photos, args.part, args.ratios)
     if args.train_limit:
-        kept = list(dict.fromkeys(s.photo for s in series))[:args.train_limit]
-        series = [s for s in series if s.photo in kept]
-        print(f"training on {len(kept)} photos: {', '.join(kept)}", flush=True)
+        print(f"training on {len(train_photos)} photos: {', '.join(p.name for p in train_photos)}", flush=True)
+    series = build(a, train_photos, kinds, args.train_crops, args.train_seed, paths["train"])
+    held = build(a, held_photos, kinds, args.held_crops, 0, paths["held"])
+    mos, mos_held = (build_crops(a, d, paths[k]) if d else None for k, d in synth.items())
+    files = [*cache_files(paths["train"], train_photos), *cache_files(paths["held"], held_photos),
+             *(paths[k] for k, d in synth.items() if d)]
     levels(a, series, "start, training photos")
     start = levels(a, held, f"start, {args.part} photos")
     if mos_held is not None:
         crop_srcc(a, mos_held, f"start, {args.part} crops")
-    train(a, series, held, args, start, mos, mos_held, cache_seconds(list(paths.values())))
+    train(a, series, held, args, start, mos, mos_held, cache_seconds(files))
     return 0
 
 

@@ -84,12 +84,13 @@ def test_probe_widens_the_series_to_other_kinds_and_keeps_the_criterion_on_the_p
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("start, val photos"))
     assert "other kinds mean rho" in line and "jpeg " in line and "white_noise" not in line
-    cached = sorted(p.name for p in (tmp_path / "cache").glob("*/*.pt"))
-    assert cached == [f"train-crops1-seed100{probe.kinds_tag(['blur', 'jpeg'])}.pt",
-                      f"val-crops1-seed0{probe.kinds_tag(['blur', 'jpeg'])}.pt"]
+    tag = probe.kinds_tag(["blur", "jpeg"])
+    folders = sorted(p.name for p in (tmp_path / "cache").glob("*/*") if p.is_dir())
+    assert folders == [f"train-crops1-seed100{tag}", f"val-crops1-seed0{tag}"]  # one file a photo in each
     assert probe.kinds_tag(list(probe.PLAIN_KINDS)) == ""  # the plain kinds keep the older caches' names
-    series = [probe.Series(**d) for d in torch.load(tmp_path / "cache" / next(
-        (tmp_path / "cache").iterdir()).name / cached[0], weights_only=True)]
+    parts = sorted((tmp_path / "cache").glob(f"*/train-crops1-seed100{tag}/*.pt"))
+    assert [p.name[:4] for p in parts] == ["000-", "001-", "002-"]  # named by place in the split (distortion seed)
+    series = [probe.Series(**d) for p in parts for d in torch.load(p, weights_only=True)]
     assert {s.kind for s in series} == {"blur", "jpeg"} and len(series) == 6
 
 
