@@ -305,8 +305,9 @@ def main() -> int:
     p.add_argument("--train-crops", type=int, default=3)
     p.add_argument("--train-seed", type=int, default=100, help="distortion seed of the training series")
     p.add_argument("--train-limit", type=int, default=0,
-                   help="train on the first N training photos of the split only (0: all; their features are "
-                        "cached for all, so runs with other N share them): how the held-out result grows with content")
+                   help="train on the first N training photos of the split only (0: all; only their features are "
+                        "computed, a file a photo that runs with other N share): how the held-out result grows with "
+                        "content")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--weight-decay", type=float, default=1e-4)
