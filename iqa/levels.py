@@ -202,7 +202,11 @@ class ScoreCache:
         self.path = path
         self.scores: dict[tuple, float] = {}
         if path is not None and path.is_file():
-            for line in path.read_text().splitlines():
+            text = path.read_text()
+            if text and not text.endswith("\n"):  # a kill cut the last line: drop it, so appends start clean
+                text = text[:text.rfind("\n") + 1]
+                path.write_text(text)
+            for line in text.splitlines():
                 try:
                     r = json.loads(line)
                     self.scores[(r["key"], r["photo"], r["kind"], r["level"])] = float(r["score"])

@@ -71,3 +71,6 @@ def test_a_stopped_run_resumes_from_its_scores(tmp_path):
     calls.clear()
     again = run_partial([tmp_path / "p.png"], [Method("fr", "fr", reference)], ScoreCache(cache))
     assert len(calls) == 1 + 2 * GRID * GRID - 5 and again == first
+    calls.clear()  # the cut line was dropped, not glued to the next one: a third run computes nothing
+    assert run_partial([tmp_path / "p.png"], [Method("fr", "fr", reference)], ScoreCache(cache)) == first
+    assert not calls

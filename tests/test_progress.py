@@ -2,7 +2,7 @@
 
 import io
 
-from iqa.progress import progress_bar
+from iqa.progress import LOG_INTERVAL_S, progress_bar
 
 
 class Terminal(io.StringIO):
@@ -25,6 +25,9 @@ def test_a_log_is_written_at_most_once_a_minute_between_start_and_end():
     for _ in progress_bar(range(1000), file=log, desc="work"):
         pass
     assert len(log.getvalue().splitlines()) == 2  # the start and the end
+    bar = progress_bar(range(3), file=io.StringIO())
+    assert bar.mininterval == bar.maxinterval == LOG_INTERVAL_S  # tqdm's monitor may not redraw it sooner
+    bar.close()
 
 
 def test_a_terminal_gets_the_redrawn_bar():
