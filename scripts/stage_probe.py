@@ -60,8 +60,8 @@ class StageSeries:
     fixed: torch.Tensor  # (6, K, C_fixed, g, g) float16: the VCG selection's maps of the frozen stages
     stats: torch.Tensor  # (6, K, 4, D_fixed) the frozen stages' channel means and stds (VDA input)
     enter: torch.Tensor  # (6, K, 4, C_in, h, w) float16: the map entering the last stage
-    score0: torch.Tensor  # (6, K) the start's crop scores (the anchor)
-    patch0: torch.Tensor  # (6, K, g, g) the start's VCG patch scores
+    score0: torch.Tensor | None = None  # (6, K) the start's crop scores (the anchor; `anchor`)
+    patch0: torch.Tensor | None = None  # (6, K, g, g) the start's VCG patch scores
 
 
 class LastStage:
@@ -116,7 +116,7 @@ class LastStage:
 
 
 def features(a: Assessor, stage: LastStage, img) -> dict[str, torch.Tensor]:
-    """The cached parts of one image's tiles (noise seed 0), and the start's scores on them."""
+    """The cached parts of one image's tiles (noise seed 0)."""
     h, w = img.shape[:2]
     boxes = crop_boxes(w, h, a.cfg.crop, TILE, a.cell)
     m = a.model
@@ -129,8 +129,17 @@ def features(a: Assessor, stage: LastStage, img) -> dict[str, torch.Tensor]:
         fixed = stage.fixed_maps(maps, k).half()
         stats = map_statistics(maps[:-1]).view(k, 4, -1)
         enter = maps[-2].view(k, 4, *maps[-2].shape[1:]).half()
-        score, patch = stage.scores(fixed, stats, enter)  # from the stored (float16) values, as training sees them
-    return dict(fixed=fixed, stats=stats, enter=enter, score0=score, patch0=patch)
+    return dict(fixed=fixed, stats=stats, enter=enter)
+
+
+def anchor(stage: LastStage, series: list[StageSeries]) -> None:
+    """Set every series' anchor: the start's crop and patch scores on the cached (float16) features, as training
+    sees them. Computed from the loaded checkpoint, so one cache serves any start with the same frozen stages."""
+    stage.model.eval()
+    with torch.no_grad():
+        for s in progress_bar(series, desc="anchors", unit="series", file=sys.stdout):
+            score, patch = stage.scores(s.fixed.flatten(0, 1), s.stats.flatten(0, 1), s.enter.flatten(0, 1))
+            s.score0, s.patch0 = score.view(s.fixed.shape[:2]), patch.view(*s.fixed.shape[:2], *patch.shape[1:])
 
 
 def build(a: Assessor, stage: LastStage, photos: list[tuple[int, Path]], seed: int, folder: Path) -> list[StageSeries]:
@@ -152,7 +161,8 @@ def build(a: Assessor, stage: LastStage, photos: list[tuple[int, Path]], seed: i
             path.with_suffix(".json").write_text(json.dumps({"seconds": round(time.time() - t1),
                                                              "threads": torch.get_num_threads()}))
             print(f"{folder.name}: {n + 1}/{len(photos)} photos, {time.time() - t0:.0f} s", flush=True)
-        out += [StageSeries(**d) for d in torch.load(path, weights_only=True)]
+        keep = set(StageSeries.__dataclass_fields__) - {"score0", "patch0"}  # older files held the anchors
+        out += [StageSeries(**{k: v for k, v in d.items() if k in keep}) for d in torch.load(path, weights_only=True)]
     return out
 
 
@@ -201,8 +211,8 @@ def train(stage: LastStage, series: list[StageSeries], held: list[StageSeries], 
     m = stage.model
     m.requires_grad_(False)
     mods = trainables(stage)
-    for mod in mods.values():
-        mod.requires_grad_(True)
+    for name, mod in mods.items():
+        mod.requires_grad_(name != "tail" or args.stage_lr > 0)  # --stage-lr 0: the heads alone, same features
     opt = torch.optim.AdamW([{"params": stage.tail.parameters(), "lr": args.stage_lr},
                              {"params": [p for k in ("vcg", "vda") for p in mods[k].parameters()], "lr": args.lr}],
                             weight_decay=args.weight_decay)
@@ -283,7 +293,8 @@ def main() -> int:
                    help="train on N photos spread evenly over the training part (0: all of them)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=2e-4, help="learning rate of the heads")
-    p.add_argument("--stage-lr", type=float, default=2e-5, help="learning rate of the backbone's last stage")
+    p.add_argument("--stage-lr", type=float, default=2e-5,
+                   help="learning rate of the backbone's last stage (0: the heads alone)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--margin", type=float, default=0.05)
     p.add_argument("--clean-weight", type=float, default=2.0)
@@ -313,6 +324,7 @@ def main() -> int:
     if args.build_only:
         return 0
     start = levels(stage, held, f"start, {args.part} photos")
+    anchor(stage, series)
     if args.save:
         Path(args.save).mkdir(parents=True, exist_ok=True)
     train(stage, series, held, args, start, feature_seconds(list(folders.values())))
