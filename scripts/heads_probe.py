@@ -295,27 +295,32 @@ def train(a: Assessor, series: list[Series], held: list[Series], args, start: Pr
             print(f"saved {where}", flush=True)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_probe_options(p: argparse.ArgumentParser, cache: str, anchor: float) -> None:
+    """The options the heads and stage probes share: photos and split, feature cache, start, training series, loss."""
     p.add_argument("--photos", required=True)
     p.add_argument("--part", default="val", help="held-out part to test on (val or test)")
     p.add_argument("--ratios", default="7:1:2", help="train:val:test split of the photos")
-    p.add_argument("--cache", default="runs/heads-probe", help="folder for the cached features")
+    p.add_argument("--cache", default=cache, help="folder for the cached features")
     p.add_argument("--checkpoint", default=None, help="default: the bundled default")
-    p.add_argument("--train-crops", type=int, default=3)
     p.add_argument("--train-seed", type=int, default=100, help="distortion seed of the training series")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=2e-4, help="learning rate of the heads")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--margin", type=float, default=0.05)
+    p.add_argument("--clean-weight", type=float, default=2.0)
+    p.add_argument("--anchor", type=float, default=anchor)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_probe_options(p, cache="runs/heads-probe", anchor=1.0)
+    p.add_argument("--train-crops", type=int, default=3)
     p.add_argument("--train-limit", type=int, default=0,
                    help="train on the first N training photos of the split only (0: all; only their features are "
                         "computed, a file a photo that runs with other N share): how the held-out result grows with "
                         "content")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--margin", type=float, default=0.05)
-    p.add_argument("--clean-weight", type=float, default=2.0)
-    p.add_argument("--anchor", type=float, default=1.0)
     p.add_argument("--series-per-batch", type=int, default=6, help="series a step (1 with --train-crops 0)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, metavar="DIR",
                    help="save each epoch's model that passes (--min-gain, --min-other-gain) to DIR/epoch-N")
     p.add_argument("--min-gain", type=float, default=0.03,

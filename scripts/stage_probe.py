@@ -37,7 +37,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from heads_probe import LEVELS, _sum, frozen_digest  # noqa: E402
+from heads_probe import LEVELS, _sum, add_probe_options, frozen_digest  # noqa: E402
 
 from iqa.assess import DEFAULT_CHECKPOINT, TILE, Assessor, crop_boxes, load, to_tensor  # noqa: E402
 from iqa.backbones import map_statistics  # noqa: E402
@@ -142,10 +142,12 @@ def anchor(stage: LastStage, series: list[StageSeries]) -> None:
             s.score0, s.patch0 = score.view(s.fixed.shape[:2]), patch.view(*s.fixed.shape[:2], *patch.shape[1:])
 
 
-def build(a: Assessor, stage: LastStage, photos: list[tuple[int, Path]], seed: int, folder: Path) -> list[StageSeries]:
+def build(a: Assessor, stage: LastStage, photos: list[tuple[int, Path]], seed: int,
+          folder: Path) -> tuple[list[StageSeries], float]:
     """The plain-kind series of `photos` (place in the split, path; distortion seed `seed`), from `folder` (one file
-    a photo, named by its place) where cached, else computed and saved photo by photo."""
-    out, t0 = [], time.time()
+    a photo, named by its place) where cached, else computed and saved photo by photo; and the seconds their
+    features took (recorded beside each file)."""
+    out, seconds, t0 = [], 0.0, time.time()
     for n, (pi, p) in enumerate(photos):
         path = folder / f"{pi:03d}-{p.name}.pt"
         if not path.is_file():
@@ -163,12 +165,8 @@ def build(a: Assessor, stage: LastStage, photos: list[tuple[int, Path]], seed: i
             print(f"{folder.name}: {n + 1}/{len(photos)} photos, {time.time() - t0:.0f} s", flush=True)
         keep = set(StageSeries.__dataclass_fields__) - {"score0", "patch0"}  # older files held the anchors
         out += [StageSeries(**{k: v for k, v in d.items() if k in keep}) for d in torch.load(path, weights_only=True)]
-    return out
-
-
-def feature_seconds(folders: list[Path]) -> float:
-    """Seconds the cached features in `folders` took (their side files)."""
-    return float(sum(json.loads(f.read_text())["seconds"] for d in folders for f in d.glob("*.json")))
+        seconds += json.loads(path.with_suffix(".json").read_text())["seconds"]
+    return out, seconds
 
 
 def levels(stage: LastStage, series: list[StageSeries], name: str) -> MethodLevels:
@@ -283,24 +281,12 @@ def train(stage: LastStage, series: list[StageSeries], held: list[StageSeries], 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--photos", required=True)
-    p.add_argument("--part", default="val", help="held-out part to test on (val or test)")
-    p.add_argument("--ratios", default="7:1:2", help="train:val:test split of the photos")
-    p.add_argument("--cache", default="runs/stage-probe", help="folder for the cached features")
-    p.add_argument("--checkpoint", default=None, help="default: the bundled default")
-    p.add_argument("--train-seed", type=int, default=100, help="distortion seed of the training series")
+    add_probe_options(p, cache="runs/stage-probe", anchor=0.3)
     p.add_argument("--train-photos", type=int, default=0,
                    help="train on N photos spread evenly over the training part (0: all of them)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=2e-4, help="learning rate of the heads")
     p.add_argument("--stage-lr", type=float, default=2e-5,
                    help="learning rate of the backbone's last stage (0: the heads alone)")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--margin", type=float, default=0.05)
-    p.add_argument("--clean-weight", type=float, default=2.0)
-    p.add_argument("--anchor", type=float, default=0.3)
     p.add_argument("--tiles", type=int, default=0, help="tile positions of a series a step (0: all)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, metavar="DIR",
                    help="save the training state (resumable) and each epoch's model that passes --min-gain to DIR")
     p.add_argument("--state-every", type=int, default=20, help="steps between saves of the training state")
@@ -314,20 +300,21 @@ def main() -> int:
     stage = LastStage(a)
     cache = Path(args.cache) / frozen_digest(args.checkpoint or DEFAULT_CHECKPOINT)[:16]
     folders = {"train": cache / f"train-seed{args.train_seed}", "held": cache / f"{args.part}-seed0"}
-    held = build(a, stage, list(enumerate(held_out_photos(args.photos, args.part, args.ratios))), 0, folders["held"])
+    held, held_s = build(a, stage, list(enumerate(held_out_photos(args.photos, args.part, args.ratios))), 0,
+                         folders["held"])
     train_photos = list(enumerate(held_out_photos(args.photos, "train", args.ratios)))
     if args.train_photos:
         keep = np.unique(np.linspace(0, len(train_photos) - 1, args.train_photos).round().astype(int))
         train_photos = [train_photos[i] for i in keep]
         print(f"training on {len(train_photos)} photos: {', '.join(p.name for _, p in train_photos)}", flush=True)
-    series = build(a, stage, train_photos, args.train_seed, folders["train"])
+    series, train_s = build(a, stage, train_photos, args.train_seed, folders["train"])
     if args.build_only:
         return 0
     start = levels(stage, held, f"start, {args.part} photos")
     anchor(stage, series)
     if args.save:
         Path(args.save).mkdir(parents=True, exist_ok=True)
-    train(stage, series, held, args, start, feature_seconds(list(folders.values())))
+    train(stage, series, held, args, start, held_s + train_s)
     return 0
 
 
