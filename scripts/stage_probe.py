@@ -163,8 +163,7 @@ def build(a: Assessor, stage: LastStage, photos: list[tuple[int, Path]], seed: i
             path.with_suffix(".json").write_text(json.dumps({"seconds": round(time.time() - t1),
                                                              "threads": torch.get_num_threads()}))
             print(f"{folder.name}: {n + 1}/{len(photos)} photos, {time.time() - t0:.0f} s", flush=True)
-        keep = set(StageSeries.__dataclass_fields__) - {"score0", "patch0"}  # older files held the anchors
-        out += [StageSeries(**{k: v for k, v in d.items() if k in keep}) for d in torch.load(path, weights_only=True)]
+        out += [StageSeries(**d) for d in torch.load(path, weights_only=True)]
         seconds += json.loads(path.with_suffix(".json").read_text())["seconds"]
     return out, seconds
 
